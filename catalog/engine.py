@@ -1,0 +1,103 @@
+"""DuckDB connections with the DuckLake extension loaded and a catalog attached.
+
+Offline, the extension comes from the PyPI packages ``duckdb-extensions`` +
+``duckdb-extension-ducklake``; online, DuckDB's own ``INSTALL ducklake`` is the fallback.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import duckdb
+
+from schemas.config import CatalogConfig
+from schemas.errors import CatalogError, CatalogLockedError
+
+ALIAS = "lake"
+METADATA_SCHEMA = f"__ducklake_metadata_{ALIAS}"
+
+
+def default_extension_directory() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "masters-distill", "duckdb_extensions")
+
+
+def load_ducklake(con: duckdb.DuckDBPyConnection, extension_directory: str | None) -> None:
+    ext_dir = extension_directory or default_extension_directory()
+    Path(ext_dir).mkdir(parents=True, exist_ok=True)
+    con.execute(f"SET extension_directory = '{_sql_str(ext_dir)}'")
+    try:
+        con.execute("LOAD ducklake")
+        return
+    except duckdb.Error:
+        pass
+    try:
+        import duckdb_extensions
+
+        duckdb_extensions.import_extension("ducklake", con=con)
+        con.execute("LOAD ducklake")
+        return
+    except Exception as offline_exc:  # package missing or broken: try DuckDB's own install
+        try:
+            con.execute("INSTALL ducklake")
+            con.execute("LOAD ducklake")
+        except duckdb.Error as online_exc:
+            raise CatalogError(
+                "cannot load DuckDB's ducklake extension: the offline packages failed "
+                f"({offline_exc}) and `INSTALL ducklake` failed ({online_exc}). Install "
+                "`duckdb-extensions` and `duckdb-extension-ducklake` matching duckdb "
+                f"{duckdb.__version__}."
+            ) from None
+
+
+def local_catalog_file(uri: str) -> Path | None:
+    """The metadata file of a DuckDB- or SQLite-backed catalog, None for a server catalog."""
+    rest = uri.removeprefix("ducklake:")
+    if rest.startswith("postgres:") or rest.startswith("mysql:"):
+        return None
+    rest = rest.removeprefix("sqlite:").removeprefix("duckdb:")
+    return Path(rest)
+
+
+def _sql_str(value: str) -> str:
+    return value.replace("'", "''")
+
+
+_LOCK_RE = re.compile(r"Conflicting lock is held in (?P<prog>\S+) \(PID (?P<pid>\d+)\)")
+
+
+def attach(config: CatalogConfig, *, read_only: bool, create: bool) -> duckdb.DuckDBPyConnection:
+    """A fresh in-memory DuckDB with the catalog attached as ``lake`` and in use."""
+    if not config.uri.startswith("ducklake:"):
+        raise CatalogError(f"catalog URI {config.uri!r} must start with 'ducklake:' "
+                           "(e.g. ducklake:/path/catalog.ducklake or ducklake:postgres:dbname=x)")
+    meta_file = local_catalog_file(config.uri)
+    if meta_file is not None:
+        if not meta_file.exists() and not create:
+            raise CatalogError(f"no catalog at {meta_file}: create one by writing to it "
+                               "(e.g. `masters roundtrip --catalog DIR`), or check --catalog")
+        meta_file.parent.mkdir(parents=True, exist_ok=True)
+    if "://" not in config.data_path:
+        Path(config.data_path).mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect()
+    load_ducklake(con, config.extension_directory)
+    options = [f"DATA_PATH '{_sql_str(config.data_path)}'", "DATA_INLINING_ROW_LIMIT 0"]
+    if read_only:
+        options.append("READ_ONLY")
+    try:
+        con.execute(f"ATTACH '{_sql_str(config.uri)}' AS {ALIAS} ({', '.join(options)})")
+    except duckdb.Error as exc:
+        con.close()
+        m = _LOCK_RE.search(str(exc))
+        if m:
+            raise CatalogLockedError(
+                f"the catalog {config.uri} is locked by another process (PID {m['pid']}, "
+                f"{m['prog']}). A DuckDB-file catalog admits one writer process at a time: wait "
+                "for it to finish, or use a ducklake:sqlite: or ducklake:postgres: catalog for "
+                "concurrent workers."
+            ) from None
+        raise CatalogError(f"cannot attach catalog {config.uri}: {exc}") from None
+    con.execute(f"USE {ALIAS}")
+    return con

@@ -1,0 +1,415 @@
+"""The Gen-Data catalog: one DuckLake database, one table per ``schemas.tables`` spec.
+
+Writes go through :meth:`Catalog.commit`, a context manager whose appends land in one atomic
+DuckLake snapshot with a message and structured metadata. Rows whose id is already present are
+skipped and counted. Data files are written by pyarrow and registered with
+``ducklake_add_data_files`` (faster than DuckDB's own writer); a crash before COMMIT leaves the
+catalog at its previous version, and the unregistered files are orphans that
+:meth:`Catalog.delete_orphaned_files` removes.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from catalog.conform import conform, iter_tables
+from catalog.engine import ALIAS, METADATA_SCHEMA, attach
+from catalog.sql_guard import check_read_only
+from catalog.types import ddl_for
+from schemas.config import CatalogConfig
+from schemas.errors import CatalogError, MastersError, SchemaMismatchError, UnknownVersionError
+from schemas.tables import ALL_TABLES, TableSpec, table_spec
+
+FILE_PREFIX = "masters-"
+
+
+@dataclass
+class VersionInfo:
+    """One catalog version (a DuckLake snapshot)."""
+
+    version: int
+    time: datetime
+    message: str | None
+    metadata: dict[str, Any]
+    rows_added: dict[str, int]
+
+
+@dataclass
+class CommitResult:
+    """What a commit did: the new version (None when nothing new was added), and per table the
+    rows added and the rows skipped because their id was already present."""
+
+    version: int | None = None
+    added: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
+
+
+class Catalog:
+    """A Gen-Data catalog. Open with :meth:`open` (read-write, creates tables) or
+    :meth:`open_read_only` (shared, refuses writes)."""
+
+    def __init__(self, config: CatalogConfig, con: duckdb.DuckDBPyConnection, read_only: bool):
+        self.config = config
+        self._con = con
+        self.read_only = read_only
+        self._in_commit = False
+        self._fs, self._data_root = _filesystem(config.data_path)
+
+    # --- opening -------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, config: CatalogConfig | str | os.PathLike) -> "Catalog":
+        config = _as_config(config)
+        cat = cls(config, attach(config, read_only=False, create=True), read_only=False)
+        cat._ensure_tables()
+        return cat
+
+    @classmethod
+    def open_read_only(cls, config: CatalogConfig | str | os.PathLike) -> "Catalog":
+        config = _as_config(config)
+        cat = cls(config, attach(config, read_only=True, create=False), read_only=True)
+        cat._check_tables()
+        return cat
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+    def __enter__(self) -> "Catalog":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _existing_tables(self) -> dict[str, list[tuple[str, str]]]:
+        rows = self._con.execute(
+            "SELECT table_name, column_name, data_type FROM information_schema.columns "
+            "WHERE table_catalog = ? AND table_schema = 'main' ORDER BY table_name, ordinal_position",
+            [ALIAS]).fetchall()
+        tables: dict[str, list[tuple[str, str]]] = {}
+        for t, c, d in rows:
+            tables.setdefault(t, []).append((c, d))
+        return tables
+
+    def _ensure_tables(self) -> None:
+        existing = self._existing_tables()
+        missing = [spec for spec in ALL_TABLES if spec.name not in existing]
+        if missing:
+            self._con.execute("BEGIN")
+            try:
+                for spec in missing:
+                    self._con.execute(ddl_for(f"{ALIAS}.{spec.name}", spec.schema))
+                self._set_commit_message("create tables", {"stage": "init",
+                                         "tables": [s.name for s in missing]})
+                self._con.execute("COMMIT")
+            except BaseException:
+                self._con.execute("ROLLBACK")
+                raise
+        self._check_tables()
+
+    def _check_tables(self) -> None:
+        existing = self._existing_tables()
+        for spec in ALL_TABLES:
+            if spec.name not in existing:
+                if self.read_only:
+                    continue  # an older catalog: the table simply has no rows yet
+                raise SchemaMismatchError(spec.name, None, "table missing from the catalog")
+            have = [c for c, _ in existing[spec.name]]
+            for name in spec.columns:
+                if name not in have:
+                    raise SchemaMismatchError(
+                        spec.name, name, "column missing from the catalog's table (the catalog "
+                        "was made by another version of masters-distill)")
+
+    # --- versions ------------------------------------------------------------------------------
+
+    def current_version(self) -> int:
+        return int(self._con.execute(f"SELECT max(snapshot_id) FROM {ALIAS}.snapshots()").fetchone()[0])
+
+    def check_version(self, version: int | None) -> int:
+        """The version to read: ``version`` if it exists, else the current one."""
+        current = self.current_version()
+        if version is None:
+            return current
+        if not isinstance(version, int) or version < 0 or version > current:
+            raise UnknownVersionError(
+                f"catalog version {version} does not exist; versions 0..{current} exist "
+                "(list them with `masters versions`)")
+        return version
+
+    def versions(self) -> list[VersionInfo]:
+        snaps = self._con.execute(
+            f"SELECT snapshot_id, snapshot_time, commit_message, commit_extra_info "
+            f"FROM {ALIAS}.snapshots() ORDER BY snapshot_id").to_arrow_table().to_pylist()
+        added = self._con.execute(
+            f"SELECT f.begin_snapshot, t.table_name, sum(f.record_count)::BIGINT "
+            f"FROM {METADATA_SCHEMA}.ducklake_data_file f "
+            f"JOIN {METADATA_SCHEMA}.ducklake_table t ON t.table_id = f.table_id "
+            f"GROUP BY ALL").fetchall()
+        per_version: dict[int, dict[str, int]] = {}
+        for v, t, n in added:
+            per_version.setdefault(int(v), {})[t] = int(n)
+        out = []
+        for row in snaps:
+            v, ts, msg, extra = (row["snapshot_id"], row["snapshot_time"], row["commit_message"],
+                                 row["commit_extra_info"])
+            try:
+                meta = json.loads(extra) if extra else {}
+            except json.JSONDecodeError:
+                meta = {"extra_info": extra}
+            out.append(VersionInfo(int(v), ts, msg, meta, per_version.get(int(v), {})))
+        return out
+
+    # --- reads (every one accepts a version) --------------------------------------------------
+
+    def table_ref(self, name: str, version: int | None = None) -> str:
+        """SQL for reading table ``name`` at ``version`` (current when None)."""
+        table_spec(name)
+        if version is None:
+            return f"{ALIAS}.{name}"
+        return f"{ALIAS}.{name} AT (VERSION => {self.check_version(version)})"
+
+    def read(self, name: str, version: int | None = None, columns: Sequence[str] | None = None,
+             where: str | None = None, params: Sequence[Any] | None = None) -> pa.Table:
+        """Rows of a table as Arrow, in the table's schema (all or some columns)."""
+        spec = table_spec(name)
+        cols = list(columns) if columns else spec.columns
+        for c in cols:
+            if c not in spec.columns:
+                raise SchemaMismatchError(name, c, "no such column")
+        query = f"SELECT {', '.join(_q(c) for c in cols)} FROM {self.table_ref(name, version)}"
+        if where:
+            query += f" WHERE {where}"
+        result = self._con.execute(query, params or []).to_arrow_table()
+        schema = pa.schema([spec.schema.field(c) for c in cols])
+        return result.cast(schema)
+
+    def count(self, name: str, version: int | None = None) -> int:
+        return int(self._con.execute(f"SELECT count(*) FROM {self.table_ref(name, version)}").fetchone()[0])
+
+    def sql(self, query: str, version: int | None = None, params: Sequence[Any] | None = None,
+            write: bool = False) -> pa.Table:
+        """Run SQL against the catalog (tables unqualified, e.g. ``SELECT * FROM responses``).
+
+        Read-only unless ``write=True``; ``version`` runs the query against that catalog version.
+        """
+        if write:
+            if version is not None:
+                raise MastersError("a write cannot run against an old version (drop --version)")
+            if self.read_only:
+                raise MastersError("this catalog was opened read-only; open it for writing")
+            try:
+                res = self._con.execute(query, params or [])
+                return res.to_arrow_table() if res.description else pa.table({})
+            except duckdb.Error as exc:
+                raise MastersError(f"query failed: {exc}") from None
+        check_read_only(self._con, query)
+        with self._reading_at(version):
+            try:
+                return self._con.execute(query, params or []).to_arrow_table()
+            except duckdb.Error as exc:
+                raise MastersError(f"query failed: {exc}") from None
+
+    @contextmanager
+    def _reading_at(self, version: int | None) -> Iterator[None]:
+        """Make unqualified table names resolve to the tables as of ``version``: a schema of
+        views ``SELECT * FROM lake.t AT (VERSION => n)`` in the in-memory database."""
+        if version is None:
+            yield
+            return
+        version = self.check_version(version)
+        schema = f"v{version}"
+        self._con.execute(f"CREATE SCHEMA IF NOT EXISTS memory.{schema}")
+        live = self._con.execute(
+            f"SELECT table_name FROM {METADATA_SCHEMA}.ducklake_table "
+            "WHERE begin_snapshot <= ? AND (end_snapshot IS NULL OR end_snapshot > ?)",
+            [version, version]).fetchall()
+        for (name,) in live:
+            self._con.execute(f"CREATE OR REPLACE VIEW memory.{schema}.{_q(name)} AS "
+                              f"SELECT * FROM {ALIAS}.{_q(name)} AT (VERSION => {version})")
+        self._con.execute(f"USE memory.{schema}")
+        try:
+            yield
+        finally:
+            self._con.execute(f"USE {ALIAS}")
+
+    def existing_ids(self, name: str, ids: pa.Array, version: int | None = None) -> pa.Array:
+        """The subset of ``ids`` already present in table ``name``."""
+        spec = table_spec(name)
+        probe = pa.table({"id": ids})
+        self._con.register("_masters_probe", probe)
+        try:
+            res = self._con.execute(
+                f"SELECT DISTINCT {_q(spec.id_column)} FROM {self.table_ref(name, version)} "
+                f"WHERE {_q(spec.id_column)} IN (SELECT id FROM _masters_probe)").to_arrow_table()
+        finally:
+            self._con.unregister("_masters_probe")
+        return res.column(0).combine_chunks().cast(pa.string())
+
+    def connection(self) -> duckdb.DuckDBPyConnection:
+        """The underlying DuckDB connection (``lake`` attached), for callers that stream."""
+        return self._con
+
+    # --- writes -------------------------------------------------------------------------------
+
+    @contextmanager
+    def commit(self, message: str, *, stage: str | None = None, iteration: int | None = None,
+               config_hash: str | None = None, **metadata: Any) -> Iterator["CommitBuilder"]:
+        """One atomic commit across tables::
+
+            with catalog.commit("generate iter 3", stage="generate", iteration=3) as tx:
+                tx.append("responses", batch)
+            tx.result.version
+
+        Any exception inside the block rolls everything back and deletes the files written.
+        A commit that adds no new row creates no version.
+        """
+        if self.read_only:
+            raise MastersError("this catalog was opened read-only; open it with Catalog.open()")
+        if self._in_commit:
+            raise MastersError("a commit is already open on this catalog; commits do not nest")
+        meta = {"stage": stage, "iteration": iteration, "config_hash": config_hash, **metadata}
+        meta = {k: v for k, v in meta.items() if v is not None}
+        builder = CommitBuilder(self)
+        self._in_commit = True
+        self._con.execute("BEGIN")
+        try:
+            yield builder
+            if sum(builder.result.added.values()) == 0:
+                self._con.execute("ROLLBACK")
+            else:
+                self._set_commit_message(message, meta)
+                self._con.execute("COMMIT")
+                builder.result.version = self.current_version()
+        except BaseException:
+            try:
+                self._con.execute("ROLLBACK")
+            except duckdb.Error:
+                pass
+            builder.discard_files()
+            raise
+        finally:
+            self._in_commit = False
+
+    def append(self, name: str, data: Any, message: str, **metadata: Any) -> CommitResult:
+        """Append to one table in a commit of its own."""
+        with self.commit(message, **metadata) as tx:
+            tx.append(name, data)
+        return tx.result
+
+    def _set_commit_message(self, message: str, meta: dict[str, Any]) -> None:
+        self._con.execute(f"CALL {ALIAS}.set_commit_message(?, ?, extra_info => ?)",
+                          [_author(), message, json.dumps(meta, sort_keys=True, default=str)])
+
+    def data_file_path(self, name: str) -> str:
+        """A new, unique data file path for table ``name`` under the catalog's data path."""
+        return f"{self._data_root}main/{name}/{FILE_PREFIX}{uuid.uuid4().hex}.parquet"
+
+    def delete_orphaned_files(self) -> int:
+        """Delete data files that no version references (left by a crash mid-commit)."""
+        if self.read_only:
+            raise MastersError("this catalog was opened read-only; open it for writing")
+        res = self._con.execute(
+            f"SELECT count(*) FROM ducklake_delete_orphaned_files('{ALIAS}', cleanup_all => true)"
+        ).fetchone()
+        return int(res[0])
+
+
+class CommitBuilder:
+    """Collects the appends of one commit; see :meth:`Catalog.commit`."""
+
+    def __init__(self, catalog: Catalog):
+        self._cat = catalog
+        self._files: list[str] = []
+        self.result = CommitResult()
+
+    def append(self, name: str, data: Any) -> tuple[int, int]:
+        """Append rows (Arrow, polars, row dicts, or an iterable of batches) to table ``name``.
+        Returns (added, skipped); rows whose id exists (in the catalog or earlier in this commit)
+        are skipped. Each chunk becomes one Parquet file, so memory stays bounded by a chunk."""
+        spec = table_spec(name)
+        added = skipped = 0
+        for chunk in iter_tables(data):
+            a, s = self._append_chunk(spec, chunk)
+            added, skipped = added + a, skipped + s
+        self.result.added[name] = self.result.added.get(name, 0) + added
+        self.result.skipped[name] = self.result.skipped.get(name, 0) + skipped
+        return added, skipped
+
+    def _append_chunk(self, spec: TableSpec, chunk: pa.Table) -> tuple[int, int]:
+        if chunk.num_rows == 0:
+            return 0, 0
+        table = conform(spec, chunk)
+        ids = table.column(spec.id_column).combine_chunks()
+        first = pl.from_arrow(ids).is_first_distinct().to_arrow()
+        keep = first
+        present = self._cat.existing_ids(spec.name, pc.filter(ids, first))
+        if len(present):
+            keep = pc.and_(first, pc.invert(pc.is_in(ids, value_set=present)))
+        kept = table if pc.all(keep).as_py() else table.filter(keep)
+        if kept.num_rows:
+            self._write_and_register(spec.name, kept)
+        return kept.num_rows, table.num_rows - kept.num_rows
+
+    def _write_and_register(self, name: str, table: pa.Table) -> None:
+        path = self._cat.data_file_path(name)
+        fs_path = path.split("://", 1)[1] if "://" in path else path
+        self._files.append(fs_path)
+        if "://" not in path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, fs_path, filesystem=self._cat._fs,
+                       row_group_size=self._cat.config.row_group_size)
+        try:
+            self._cat._con.execute(f"CALL ducklake_add_data_files('{ALIAS}', ?, ?)", [name, path])
+        except duckdb.Error as exc:
+            raise CatalogError(f"registering {path} in table '{name}' failed: {exc}") from None
+
+    def discard_files(self) -> None:
+        for path in self._files:
+            try:
+                self._cat._fs.delete_file(path)
+            except (OSError, FileNotFoundError):
+                pass
+        self._files.clear()
+
+
+def _as_config(config: CatalogConfig | str | os.PathLike) -> CatalogConfig:
+    if isinstance(config, CatalogConfig):
+        return config
+    return CatalogConfig.for_directory(str(config))
+
+
+def _filesystem(data_path: str) -> tuple[pafs.FileSystem, str]:
+    root = data_path if data_path.endswith("/") else data_path + "/"
+    if "://" in data_path:
+        fs, _ = pafs.FileSystem.from_uri(data_path)
+        return fs, root
+    return pafs.LocalFileSystem(), root
+
+
+def _q(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _author() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "unknown"

@@ -1,0 +1,77 @@
+"""Typed configuration shared across layers. Every config refuses unknown keys and names the key."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from schemas.errors import ConfigError
+from schemas.ids import canonical_json, content_id
+
+
+class StrictModel(BaseModel):
+    """Base of every config: unknown keys are refused, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @classmethod
+    def parse(cls, data: dict, where: str = "config"):
+        """Validate ``data``; on failure raise ConfigError naming each bad key and the fix."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc, where)) from None
+
+
+def format_validation_error(exc: ValidationError, where: str) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"  - {key}: unknown key (remove it or check its spelling)")
+        else:
+            lines.append(f"  - {key}: {err['msg']}")
+    return f"invalid {where}:\n" + "\n".join(lines)
+
+
+Divergence = Literal["jsd", "kl_forward", "kl_reverse"]
+
+
+class RewardConfig(StrictModel):
+    """How R is computed from a judge's verdicts and the stored token summaries."""
+
+    judge_id: str = Field(description="judge whose verdicts give R_acc")
+    divergence: Divergence = Field("jsd", description="D: jsd (default), kl_forward or kl_reverse")
+    aggregation: Literal["mean", "sum"] = Field("mean", description="token aggregation of D")
+    w_acc: float = Field(1.0, description="weight of R_acc")
+    w_distill: float = Field(1.0, description="weight of R_distill")
+    normalisation: Literal["group"] = Field("group", description="scope of the min-max normalisation of D")
+
+    @property
+    def id(self) -> str:
+        return content_id("reward_config", **self.model_dump())
+
+    def to_json(self) -> str:
+        return canonical_json(self.model_dump())
+
+
+class CatalogConfig(StrictModel):
+    """Where the Gen-Data catalog lives."""
+
+    uri: str = Field(description="DuckLake catalog: 'ducklake:<file>.ducklake', 'ducklake:sqlite:<file>' "
+                                 "or 'ducklake:postgres:<conninfo>'")
+    data_path: str = Field(description="folder or object-storage URI for the Parquet data files")
+    snapshot_root: str = Field(description="folder where snapshots are materialised")
+    extension_directory: str | None = Field(None, description="where DuckDB keeps extensions "
+                                            "(default: the user's cache folder)")
+    row_group_size: int = Field(65_536, gt=0, description="rows per Parquet row group on ingest")
+
+    @classmethod
+    def for_directory(cls, directory: str, **overrides) -> "CatalogConfig":
+        """The embedded default: <dir>/catalog.ducklake + <dir>/data/ + <dir>/snapshots/."""
+        from pathlib import Path
+
+        d = Path(directory).expanduser().absolute()
+        return cls(uri=f"ducklake:{d / 'catalog.ducklake'}", data_path=str(d / "data") + "/",
+                   snapshot_root=str(d / "snapshots"), **overrides)

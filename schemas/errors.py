@@ -1,0 +1,61 @@
+"""The project's exceptions. Every error a user can hit is one of these, with a message that
+names the file, table, row or field at fault and says how to fix it."""
+
+from __future__ import annotations
+
+
+class MastersError(Exception):
+    """Base of every error masters-distill raises on purpose."""
+
+
+class ConfigError(MastersError):
+    """A configuration value or key is invalid."""
+
+
+class SchemaMismatchError(MastersError):
+    """Data handed to the catalog does not match a table's schema."""
+
+    def __init__(self, table: str, column: str | None, problem: str):
+        self.table, self.column = table, column
+        where = f"table '{table}'" + (f", column '{column}'" if column else "")
+        super().__init__(f"schema mismatch in {where}: {problem}")
+
+
+class CatalogError(MastersError):
+    """The catalog cannot be opened or used."""
+
+
+class CatalogLockedError(CatalogError):
+    """Another process holds the catalog's write lock."""
+
+
+class UnknownVersionError(CatalogError):
+    """A catalog version that does not exist was asked for."""
+
+
+class ReadOnlyError(CatalogError):
+    """A statement that writes was sent through a read-only path."""
+
+
+class SnapshotError(MastersError):
+    """A snapshot cannot be created or read."""
+
+
+class SnapshotExistsError(SnapshotError):
+    """A snapshot with that name exists already; snapshots are never overwritten."""
+
+
+class UnknownSnapshotError(SnapshotError):
+    """No snapshot has that name."""
+
+
+class SnapshotVerificationError(SnapshotError):
+    """A snapshot folder does not match its manifest (missing, changed, extra or incomplete)."""
+
+    def __init__(self, folder: str, problems: list[str]):
+        self.folder, self.problems = folder, problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(
+            f"snapshot {folder} failed verification:\n{lines}\n"
+            "A snapshot is immutable: re-create it under a new name with `masters snapshot`."
+        )

@@ -1,0 +1,196 @@
+"""One Arrow schema per catalog table. Field docs live beside the fields (as Arrow field metadata
+``doc``, so they travel into every Parquet file and snapshot).
+
+Every table has one id column, a content hash (see ``schemas.ids``): appending a row whose id is
+already present is a no-op. Nothing is ever updated in place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+TS = pa.timestamp("us", tz="UTC")
+
+
+def col(name: str, type_: pa.DataType, doc: str, nullable: bool = False) -> pa.Field:
+    """A schema field with its documentation attached."""
+    return pa.field(name, type_, nullable=nullable, metadata={"doc": doc})
+
+
+def field_doc(field: pa.Field) -> str:
+    return (field.metadata or {}).get(b"doc", b"").decode()
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A catalog table: its name, its id column and its Arrow schema."""
+
+    name: str
+    id_column: str
+    schema: pa.Schema
+    doc: str
+
+    @property
+    def columns(self) -> list[str]:
+        return self.schema.names
+
+
+SAMPLING_TYPE = pa.struct([
+    col("temperature", pa.float64(), "softmax temperature"),
+    col("top_p", pa.float64(), "nucleus sampling mass"),
+    col("top_k", pa.int32(), "top-k cut-off (0: none)"),
+    col("repetition_penalty", pa.float64(), "repetition penalty (1.0: none)"),
+    col("max_new_tokens", pa.int32(), "generation length limit"),
+])
+
+IMAGES = TableSpec("images", "image_id", pa.schema([
+    col("image_id", pa.string(), "SHA-256 of the encoded bytes (first 32 hex digits): an image is stored once"),
+    col("bytes", pa.binary(), "the encoded image file (PNG, JPEG, ...)"),
+    col("format", pa.string(), "image format as PIL names it, e.g. PNG"),
+    col("width", pa.int32(), "width in pixels"),
+    col("height", pa.int32(), "height in pixels"),
+]), "Images, stored once each and referenced by questions.")
+
+QUESTIONS = TableSpec("questions", "question_id", pa.schema([
+    col("question_id", pa.string(), "content hash of source, image, question, answer and choices"),
+    col("source", pa.string(), "where the question comes from, e.g. 'synthetic-vqa' or a dataset id"),
+    col("split", pa.string(), "train / test / validation"),
+    col("qtype", pa.string(), "question type, e.g. 'shape_colour', 'bar_value'"),
+    col("answer_type", pa.string(), "word / number / letter"),
+    col("question", pa.string(), "the question text shown to the model"),
+    col("answer", pa.string(), "the ground-truth answer"),
+    col("choices", pa.list_(pa.string()), "lettered options for multiple choice; empty otherwise"),
+    col("image_id", pa.string(), "the question's image in `images`", nullable=True),
+    col("meta", pa.string(), "free-form JSON (source row index, render parameters, ...)", nullable=True),
+]), "Questions with ground truth.")
+
+MODELS = TableSpec("models", "model_id", pa.schema([
+    col("model_id", pa.string(), "content hash of the checkpoint's weight files"),
+    col("name", pa.string(), "human name, e.g. 'teacher-L' or 'student@iter3'"),
+    col("role", pa.string(), "student / teacher"),
+    col("family", pa.string(), "architecture family, e.g. 'qwen2_vl', 'idefics3'"),
+    col("size_label", pa.string(), "S / M / L for teachers, free for students", nullable=True),
+    col("path", pa.string(), "where the checkpoint folder lives"),
+    col("param_count", pa.int64(), "number of parameters"),
+    col("parent_model_id", pa.string(), "the checkpoint this one was trained from (lineage)", nullable=True),
+    col("snapshot_name", pa.string(), "the snapshot it was trained on (lineage)", nullable=True),
+    col("snapshot_manifest_sha256", pa.string(), "SHA-256 of that snapshot's manifest.json", nullable=True),
+    col("catalog_version", pa.int64(), "the catalog version that snapshot was cut from", nullable=True),
+    col("meta", pa.string(), "free-form JSON (trainer config, final metrics, ...)", nullable=True),
+    col("created_at", TS, "when the row was written"),
+]), "Checkpoints: students and teachers, with their lineage.")
+
+ITERATIONS = TableSpec("iterations", "iteration_id", pa.schema([
+    col("iteration_id", pa.string(), "content hash of run id and iteration index"),
+    col("run_id", pa.string(), "the run this iteration belongs to"),
+    col("iteration", pa.int32(), "0-based iteration index"),
+    col("mask_ratio", pa.float64(), "the teacher's mask ratio r_i in this iteration"),
+    col("teacher_model_id", pa.string(), "the (unmasked) teacher checkpoint"),
+    col("student_model_id", pa.string(), "the student checkpoint that generated and is trained"),
+    col("config_hash", pa.string(), "hash of the run configuration"),
+    col("created_at", TS, "when the row was written"),
+]), "One row per iteration of a run.")
+
+RESPONSES = TableSpec("responses", "response_id", pa.schema([
+    col("response_id", pa.string(), "content hash of what produced the response (not of its text)"),
+    col("group_id", pa.string(), "GRPO group: hash of iteration and question"),
+    col("iteration_id", pa.string(), "the iteration it was generated in"),
+    col("question_id", pa.string(), "the question answered"),
+    col("source", pa.string(), "teacher / student"),
+    col("model_id", pa.string(), "the checkpoint that generated it"),
+    col("mask_ratio", pa.float64(), "mask ratio applied to the model (0 for the student)"),
+    col("sample_index", pa.int32(), "index among the n samples of this source for this question"),
+    col("seed", pa.int64(), "sampling seed"),
+    col("sampling", SAMPLING_TYPE, "sampling parameters"),
+    col("prompt", pa.string(), "the user prompt text (question and options) the model saw"),
+    col("token_ids", pa.list_(pa.int32()), "generated token ids (completion only)"),
+    col("text", pa.string(), "decoded completion text"),
+    col("finish_reason", pa.string(), "stop / length"),
+    col("num_tokens", pa.int32(), "len(token_ids)"),
+    col("created_at", TS, "when the row was written"),
+]), "Every generated response, teacher and student, per iteration.")
+
+TOKEN_STATS = TableSpec("token_stats", "stats_id", pa.schema([
+    col("stats_id", pa.string(), "hash of response, scoring pair, top-k and encoding"),
+    col("response_id", pa.string(), "the response scored"),
+    col("teacher_model_id", pa.string(), "teacher checkpoint of the scoring pair"),
+    col("teacher_mask_ratio", pa.float64(), "mask ratio applied to the teacher while scoring"),
+    col("student_model_id", pa.string(), "student checkpoint of the scoring pair"),
+    col("encoding", pa.string(), "how the per-token columns are encoded, e.g. 'f32/1'"),
+    col("top_k", pa.int32(), "k of the teacher's stored top-k"),
+    col("num_tokens", pa.int32(), "number of scored tokens"),
+    col("student_logprobs", pa.list_(pa.float32()), "student log-prob of each emitted token (GRPO old/ref log-probs)"),
+    col("teacher_logprobs", pa.list_(pa.float32()), "masked teacher log-prob of each emitted token"),
+    col("jsd", pa.list_(pa.float32()), "exact per-token Jensen-Shannon divergence (nats)"),
+    col("kl_forward", pa.list_(pa.float32()), "per-token KL(teacher || student)"),
+    col("kl_reverse", pa.list_(pa.float32()), "per-token KL(student || teacher)"),
+    col("teacher_topk_ids", pa.list_(pa.int32()), "teacher top-k token ids, flattened num_tokens x top_k"),
+    col("teacher_topk_logprobs", pa.list_(pa.float32()), "teacher top-k log-probs, flattened num_tokens x top_k"),
+    col("created_at", TS, "when the row was written"),
+]), "Per-token logit summaries of a teacher-forced pass over each response.")
+
+VERDICTS = TableSpec("verdicts", "verdict_id", pa.schema([
+    col("verdict_id", pa.string(), "hash of response and judge"),
+    col("response_id", pa.string(), "the response judged"),
+    col("judge_id", pa.string(), "hash of judge kind, model, prompt template version and parameters"),
+    col("judge_kind", pa.string(), "registry name of the judge, e.g. 'exact', 'numeric', 'llm'"),
+    col("score", pa.float64(), "the verdict in [0, 1]; null unless state is 'ok'", nullable=True),
+    col("extracted_answer", pa.string(), "the answer the judge read out of the response", nullable=True),
+    col("raw_output", pa.string(), "the judge's raw output (LLM text), for audit", nullable=True),
+    col("latency_s", pa.float64(), "seconds spent judging"),
+    col("state", pa.string(), "ok / unparseable / error: a failure is never a silent 0"),
+    col("error", pa.string(), "what went wrong when state is not 'ok'", nullable=True),
+    col("created_at", TS, "when the row was written"),
+]), "Judge verdicts, one per response and judge.")
+
+REWARD_CONFIGS = TableSpec("reward_configs", "reward_config_id", pa.schema([
+    col("reward_config_id", pa.string(), "hash of the reward configuration"),
+    col("judge_id", pa.string(), "judge whose verdicts give R_acc"),
+    col("divergence", pa.string(), "jsd / kl_forward / kl_reverse"),
+    col("aggregation", pa.string(), "token aggregation of the divergence: mean / sum"),
+    col("w_acc", pa.float64(), "weight of R_acc"),
+    col("w_distill", pa.float64(), "weight of R_distill"),
+    col("normalisation", pa.string(), "scope of the min-max normalisation, e.g. 'group'"),
+    col("config_json", pa.string(), "the full configuration as canonical JSON"),
+    col("created_at", TS, "when the row was written"),
+]), "Reward configurations; rewards are keyed by response and reward config.")
+
+REWARDS = TableSpec("rewards", "reward_id", pa.schema([
+    col("reward_id", pa.string(), "hash of response and reward config"),
+    col("response_id", pa.string(), "the response rewarded"),
+    col("reward_config_id", pa.string(), "the reward configuration used"),
+    col("group_id", pa.string(), "the response's GRPO group"),
+    col("verdict_id", pa.string(), "the verdict R_acc came from", nullable=True),
+    col("token_stats_id", pa.string(), "the token summaries D came from", nullable=True),
+    col("r_acc", pa.float64(), "accuracy reward"),
+    col("divergence", pa.float64(), "aggregated divergence D"),
+    col("r_distill", pa.float64(), "(D_max - D) / (D_max - D_min) within the group"),
+    col("reward", pa.float64(), "w_acc * r_acc + w_distill * r_distill"),
+    col("advantage", pa.float64(), "(R - mean) / std within the group"),
+    col("created_at", TS, "when the row was written"),
+]), "Rewards and GRPO advantages per response and reward config.")
+
+SNAPSHOTS = TableSpec("snapshots", "snapshot_id", pa.schema([
+    col("snapshot_id", pa.string(), "hash of the snapshot name"),
+    col("name", pa.string(), "snapshot name (unique)"),
+    col("path", pa.string(), "the immutable snapshot folder"),
+    col("catalog_version", pa.int64(), "the catalog version it was cut from"),
+    col("reward_config_id", pa.string(), "the reward configuration it carries"),
+    col("iteration_id", pa.string(), "iteration filter, null for all", nullable=True),
+    col("num_rows", pa.int64(), "rows in the snapshot"),
+    col("manifest_sha256", pa.string(), "SHA-256 of its manifest.json"),
+    col("created_at", TS, "when the row was written"),
+]), "Snapshots cut from the catalog (lineage: model <- snapshot <- catalog version).")
+
+ALL_TABLES: tuple[TableSpec, ...] = (IMAGES, QUESTIONS, MODELS, ITERATIONS, RESPONSES,
+                                     TOKEN_STATS, VERDICTS, REWARD_CONFIGS, REWARDS, SNAPSHOTS)
+TABLES: dict[str, TableSpec] = {t.name: t for t in ALL_TABLES}
+
+
+def table_spec(name: str) -> TableSpec:
+    try:
+        return TABLES[name]
+    except KeyError:
+        raise KeyError(f"no catalog table named '{name}'; tables: {', '.join(TABLES)}") from None
