@@ -14,7 +14,7 @@ import getpass
 import json
 import os
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -179,12 +179,14 @@ class Catalog:
 
     # --- reads (every one accepts a version) --------------------------------------------------
 
-    def table_ref(self, name: str, version: int | None = None) -> str:
-        """SQL for reading table ``name`` at ``version`` (current when None)."""
+    def table_ref(self, name: str, version: int | None = None, alias: str | None = None) -> str:
+        """SQL for reading table ``name`` at ``version`` (current when None), e.g.
+        ``lake.responses AS r AT (VERSION => 3)``."""
         table_spec(name)
+        ref = f"{ALIAS}.{name}" + (f" AS {alias}" if alias else "")
         if version is None:
-            return f"{ALIAS}.{name}"
-        return f"{ALIAS}.{name} AT (VERSION => {self.check_version(version)})"
+            return ref
+        return f"{ref} AT (VERSION => {self.check_version(version)})"
 
     def read(self, name: str, version: int | None = None, columns: Sequence[str] | None = None,
              where: str | None = None, params: Sequence[Any] | None = None) -> pa.Table:
@@ -204,8 +206,8 @@ class Catalog:
     def count(self, name: str, version: int | None = None) -> int:
         return int(self._con.execute(f"SELECT count(*) FROM {self.table_ref(name, version)}").fetchone()[0])
 
-    def sql(self, query: str, version: int | None = None, params: Sequence[Any] | None = None,
-            write: bool = False) -> pa.Table:
+    def sql(self, query: str, version: int | None = None,
+            params: Sequence[Any] | Mapping[str, Any] | None = None, write: bool = False) -> pa.Table:
         """Run SQL against the catalog (tables unqualified, e.g. ``SELECT * FROM responses``).
 
         Read-only unless ``write=True``; ``version`` runs the query against that catalog version.

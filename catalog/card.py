@@ -1,0 +1,61 @@
+"""The dataset card (README.md) of a snapshot: YAML the Hub and `datasets` read, and a human part."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import datasets
+import yaml
+
+from schemas.snapshot import DATA_DIR, SNAPSHOT_ROW_SCHEMA, SPLIT
+
+
+def hf_features() -> datasets.Features:
+    """The snapshot rows as `datasets` features, with the image as an `Image` feature."""
+    features = datasets.Features.from_arrow_schema(SNAPSHOT_ROW_SCHEMA)
+    features["image"] = datasets.Image()
+    return features
+
+
+def card_yaml(num_rows: int) -> dict[str, Any]:
+    info = datasets.DatasetInfo(features=hf_features())
+    info.splits = datasets.SplitDict()
+    info.splits.add(datasets.SplitInfo(name=SPLIT, num_examples=num_rows))
+    return {
+        "configs": [{"config_name": "default",
+                     "data_files": [{"split": SPLIT, "path": f"{DATA_DIR}/{SPLIT}-*.parquet"}]}],
+        "dataset_info": info._to_yaml_dict(),
+        "tags": ["masters-distill", "gen-data", "distillation", "vision-language"],
+    }
+
+
+def render_card(*, name: str, version: int, reward_config: dict[str, Any], filters: dict[str, Any],
+                num_rows: int, stats: list[dict[str, Any]], created_at: str) -> str:
+    front = yaml.safe_dump(card_yaml(num_rows), sort_keys=False)
+    table = "\n".join(
+        f"| {s['source']} | {s['n']} | {s['groups']} | {s['mean_reward']:.4f} | "
+        f"{s['mean_r_acc']:.4f} | {s['mean_divergence']:.4f} |" for s in stats)
+    rc = {k: v for k, v in reward_config.items() if k not in ("config_json", "created_at")}
+    return f"""---
+{front}---
+
+# Gen-Data snapshot `{name}`
+
+Responses of a masked teacher and a student, with judge-derived accuracy rewards, distillation
+rewards and GRPO group advantages, cut from a masters-distill catalog.
+
+- catalog version: **{version}**
+- reward config: `{json.dumps(rc, sort_keys=True)}`
+- filters: `{json.dumps(filters, sort_keys=True)}`
+- rows: **{num_rows}**
+- created: {created_at}
+
+| source | rows | groups | mean reward | mean R_acc | mean D |
+|---|---|---|---|---|---|
+{table}
+
+Load it with `datasets.load_dataset("<this folder>")` or query the Parquet files with DuckDB:
+`SELECT source, avg(reward) FROM '{DATA_DIR}/*.parquet' GROUP BY source`.
+`manifest.json` lists the sha256 of every file; `masters verify <folder>` checks them.
+"""

@@ -1,0 +1,235 @@
+"""Snapshots: a catalog version + a reward config, materialised as an immutable folder that
+`datasets.load_dataset(folder)` loads and the trainer consumes (layout: ``schemas.snapshot``).
+
+The folder is built under a hidden temporary name, manifest.json is written last, the files are
+made read-only, and one atomic rename publishes it; then the catalog records it in `snapshots`.
+A snapshot that exists is never overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from catalog.card import hf_features, render_card
+from catalog.store import Catalog
+from schemas.errors import SnapshotError, SnapshotExistsError, UnknownSnapshotError
+from schemas.ids import content_id
+from schemas.snapshot import (DATA_DIR, MANIFEST_NAME, SNAPSHOT_ROW_SCHEMA, SPLIT, Manifest,
+                              manifest_sha256, sha256_file, verify_snapshot)
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+ROW_GROUP_SIZE = 2048
+
+
+@dataclass
+class SnapshotInfo:
+    name: str
+    path: Path
+    catalog_version: int
+    reward_config_id: str
+    num_rows: int
+    manifest_sha256: str
+    created: bool  # False when an identical snapshot already existed
+
+
+def snapshot_root(catalog: Catalog, root: str | os.PathLike | None = None) -> Path:
+    return Path(root or catalog.config.snapshot_root).expanduser()
+
+
+def _rows_query(catalog: Catalog, version: int, iteration: int | None, run_id: str | None) -> tuple[str, list]:
+    t = {name: catalog.table_ref(name, version, alias) for name, alias in
+         [("rewards", "w"), ("responses", "r"), ("questions", "q"), ("iterations", "it"),
+          ("images", "im"), ("token_stats", "ts")]}
+    where, params = ["w.reward_config_id = $rc"], {}
+    if iteration is not None:
+        where.append("it.iteration = $it")
+        params["it"] = iteration
+    if run_id is not None:
+        where.append("it.run_id = $run")
+        params["run"] = run_id
+    query = f"""
+        SELECT r.response_id, r.group_id, r.question_id, it.iteration, r.source, r.model_id,
+               r.mask_ratio, r.sample_index, q.qtype, r.prompt,
+               CASE WHEN im.image_id IS NULL THEN NULL
+                    ELSE {{'bytes': im.bytes, 'path': NULL::VARCHAR}} END AS image,
+               q.answer, r.text AS completion, r.token_ids AS completion_ids,
+               w.r_acc, w.divergence, w.r_distill, w.reward, w.advantage,
+               ts.top_k, ts.student_logprobs, ts.teacher_logprobs, ts.teacher_topk_ids,
+               ts.teacher_topk_logprobs
+        FROM {t['rewards']}
+        JOIN {t['responses']} ON r.response_id = w.response_id
+        JOIN {t['questions']} ON q.question_id = r.question_id
+        JOIN {t['iterations']} ON it.iteration_id = r.iteration_id
+        LEFT JOIN {t['images']} ON im.image_id = q.image_id
+        LEFT JOIN {t['token_stats']} ON ts.stats_id = w.token_stats_id
+        WHERE {' AND '.join(where)}
+        ORDER BY it.iteration, r.group_id, r.source, r.sample_index"""
+    return query, params
+
+
+def create_snapshot(catalog: Catalog, name: str, reward_config_id: str, *,
+                    version: int | None = None, iteration: int | None = None,
+                    run_id: str | None = None, root: str | os.PathLike | None = None,
+                    rows_per_file: int = 50_000, progress: bool = True) -> SnapshotInfo:
+    """Materialise the rows rewarded under ``reward_config_id`` at ``version`` (current when
+    None), optionally one iteration only, as the snapshot folder ``<root>/<name>``."""
+    if not NAME_RE.match(name):
+        raise SnapshotError(f"invalid snapshot name {name!r}: use letters, digits, '.', '_' and "
+                            "'-' (at most 128 characters, not starting with '.' or '-')")
+    requested_version = version
+    version = catalog.check_version(version)
+    root = snapshot_root(catalog, root)
+    final = root / name
+    filters = {"iteration": iteration, "run_id": run_id}
+    if final.exists():
+        return _existing(catalog, final, name, reward_config_id, requested_version, filters)
+
+    configs = catalog.sql("SELECT * FROM reward_configs WHERE reward_config_id = $rc",
+                          version=version, params={"rc": reward_config_id}).to_pylist()
+    if not configs:
+        known = catalog.sql("SELECT reward_config_id FROM reward_configs ORDER BY 1",
+                            version=version).column(0).to_pylist()
+        raise SnapshotError(f"reward config {reward_config_id!r} is not in the catalog at version "
+                            f"{version}; known reward configs: {', '.join(known) or '(none)'}")
+    config_row = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in configs[0].items()}
+
+    query, params = _rows_query(catalog, version, iteration, run_id)
+    params["rc"] = reward_config_id
+    con = catalog.connection()
+    total = int(con.execute(f"SELECT count(*) FROM ({query})", params).fetchone()[0])
+    if total == 0:
+        raise SnapshotError(f"no rewarded responses for reward config {reward_config_id} at "
+                            f"version {version} with filters {filters}: nothing to snapshot")
+    stats = con.execute(f"""SELECT source, count(*) AS n, avg(reward) AS mean_reward,
+                            avg(r_acc) AS mean_r_acc, avg(divergence) AS mean_divergence,
+                            count(DISTINCT group_id) AS groups
+                            FROM ({query}) GROUP BY source ORDER BY source""", params
+                        ).to_arrow_table().to_pylist()
+
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".{name}.partial-{uuid.uuid4().hex[:8]}"
+    (tmp / DATA_DIR).mkdir(parents=True)
+    try:
+        files = _write_rows(con, query, params, tmp, total, rows_per_file, progress)
+        created_at = datetime.now(timezone.utc).isoformat()
+        card = render_card(name=name, version=version, reward_config=config_row,
+                           filters=filters, num_rows=total, stats=stats, created_at=created_at)
+        (tmp / "README.md").write_text(card)
+        files.append("README.md")
+        manifest = Manifest(
+            name=name, catalog_version=version, reward_config_id=reward_config_id,
+            row_counts={SPLIT: total},
+            files={rel: {"sha256": sha256_file(tmp / rel), "bytes": (tmp / rel).stat().st_size}
+                   for rel in files},
+            configs={"reward_config": config_row, "filters": filters,
+                     "catalog_uri": catalog.config.uri},
+            created_at=created_at)
+        (tmp / MANIFEST_NAME).write_text(manifest.to_json())  # last: its presence means complete
+        for rel in files + [MANIFEST_NAME]:
+            os.chmod(tmp / rel, 0o444)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            raise SnapshotExistsError(f"snapshot {name!r} appeared at {final} while this one was "
+                                      "being written; snapshots are never overwritten") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    info = SnapshotInfo(name, final, version, reward_config_id, total, manifest_sha256(final), True)
+    _register(catalog, info, iteration, run_id)
+    return info
+
+
+def _write_rows(con, query: str, params: dict, folder: Path, total: int, rows_per_file: int,
+                progress: bool) -> list[str]:
+    n_files = max(1, math.ceil(total / rows_per_file))
+    schema = SNAPSHOT_ROW_SCHEMA.with_metadata(
+        {"huggingface": json.dumps({"info": {"features": hf_features().to_dict()}})})
+    reader = con.execute(query, params).to_arrow_reader(ROW_GROUP_SIZE)
+    files, writer, in_file, written = [], None, 0, 0
+    bar = tqdm(total=total, desc="snapshot rows", unit="row", disable=not progress)
+    try:
+        for batch in reader:
+            table = pa.Table.from_batches([batch]).cast(schema)
+            start = 0
+            while start < table.num_rows:
+                if writer is None:
+                    rel = f"{DATA_DIR}/{SPLIT}-{len(files):05d}-of-{n_files:05d}.parquet"
+                    writer = pq.ParquetWriter(folder / rel, schema)
+                    files.append(rel)
+                take = min(rows_per_file - in_file, table.num_rows - start)
+                writer.write_table(table.slice(start, take), row_group_size=ROW_GROUP_SIZE)
+                start, in_file, written = start + take, in_file + take, written + take
+                bar.update(take)
+                if in_file == rows_per_file:
+                    writer.close()
+                    writer, in_file = None, 0
+    finally:
+        if writer is not None:
+            writer.close()
+        bar.close()
+    if written != total or len(files) != n_files:
+        raise SnapshotError(f"wrote {written} rows in {len(files)} files, expected {total} in "
+                            f"{n_files}: the catalog changed during the snapshot; retry")
+    return files
+
+
+def _existing(catalog: Catalog, final: Path, name: str, reward_config_id: str,
+              requested_version: int | None, filters: dict[str, Any]) -> SnapshotInfo:
+    manifest = verify_snapshot(final)
+    same = (manifest.reward_config_id == reward_config_id
+            and manifest.configs.get("filters") == filters
+            and (requested_version is None or requested_version == manifest.catalog_version))
+    if not same:
+        raise SnapshotExistsError(
+            f"snapshot {name!r} exists at {final} (catalog version {manifest.catalog_version}, "
+            f"reward config {manifest.reward_config_id}, filters {manifest.configs.get('filters')}); "
+            "snapshots are never overwritten: choose another --name")
+    info = SnapshotInfo(name, final, manifest.catalog_version, manifest.reward_config_id,
+                        manifest.row_counts[SPLIT], manifest_sha256(final), False)
+    if not catalog.read_only:
+        _register(catalog, info, filters["iteration"], filters["run_id"])
+    return info
+
+
+def _register(catalog: Catalog, info: SnapshotInfo, iteration: int | None, run_id: str | None) -> None:
+    iteration_id = None
+    if iteration is not None:
+        ids = catalog.sql("SELECT DISTINCT iteration_id FROM iterations WHERE iteration = $i"
+                          + (" AND run_id = $r" if run_id else ""),
+                          params={"i": iteration, **({"r": run_id} if run_id else {})}).column(0)
+        iteration_id = ids[0].as_py() if len(ids) == 1 else None
+    row = {"snapshot_id": content_id("snapshot", name=info.name), "name": info.name,
+           "path": str(info.path.absolute()), "catalog_version": info.catalog_version,
+           "reward_config_id": info.reward_config_id, "iteration_id": iteration_id,
+           "num_rows": info.num_rows, "manifest_sha256": info.manifest_sha256,
+           "created_at": datetime.now(timezone.utc)}
+    catalog.append("snapshots", [row], f"snapshot {info.name}", stage="snapshot")
+
+
+def find_snapshot(catalog: Catalog | None, name_or_path: str | os.PathLike,
+                  root: str | os.PathLike | None = None) -> Path:
+    """A snapshot folder from a path, or from a name under the snapshot root."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path
+    base = Path(root) if root else (snapshot_root(catalog) if catalog else None)
+    if base is not None and (base / str(name_or_path)).is_dir():
+        return base / str(name_or_path)
+    known = sorted(p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")) \
+        if base is not None and base.is_dir() else []
+    raise UnknownSnapshotError(f"no snapshot named or at {str(name_or_path)!r}; snapshots under "
+                               f"{base}: {', '.join(known) or '(none)'}")

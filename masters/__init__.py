@@ -1,0 +1,1 @@
+"""The thin conductor: configuration, the `masters` CLI, the progressive loop, reports."""

@@ -1,0 +1,179 @@
+"""The `masters` command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import pyarrow as pa
+import typer
+
+from schemas.config import CatalogConfig
+from schemas.errors import MastersError
+
+app = typer.Typer(help="masters-distill: a versioned Gen-Data catalog, judges, rewards and an "
+                       "offline GRPO trainer for Masters-style VLM distillation.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+
+DEFAULT_CATALOG = "masters-catalog"
+
+
+class State:
+    catalog: str = DEFAULT_CATALOG
+    data_path: Optional[str] = None
+    snapshot_root: Optional[str] = None
+
+    @classmethod
+    def config(cls) -> CatalogConfig:
+        if cls.catalog.startswith("ducklake:"):
+            if not cls.data_path or not cls.snapshot_root:
+                raise MastersError("a ducklake: catalog URI needs --data-path and --snapshot-root "
+                                   "(or MASTERS_DATA_PATH and MASTERS_SNAPSHOT_ROOT)")
+            return CatalogConfig(uri=cls.catalog, data_path=cls.data_path,
+                                 snapshot_root=cls.snapshot_root)
+        overrides = {k: v for k, v in (("data_path", cls.data_path),
+                                       ("snapshot_root", cls.snapshot_root)) if v}
+        base = CatalogConfig.for_directory(cls.catalog)
+        return base.model_copy(update=overrides) if overrides else base
+
+
+@app.callback()
+def main(
+    catalog: str = typer.Option(DEFAULT_CATALOG, "--catalog", "-c", envvar="MASTERS_CATALOG",
+                                help="catalog folder (embedded default) or a ducklake: URI"),
+    data_path: Optional[str] = typer.Option(None, envvar="MASTERS_DATA_PATH",
+                                            help="Parquet data path (needed with a ducklake: URI)"),
+    snapshot_root: Optional[str] = typer.Option(None, envvar="MASTERS_SNAPSHOT_ROOT",
+                                                help="where snapshots are written"),
+) -> None:
+    State.catalog, State.data_path, State.snapshot_root = catalog, data_path, snapshot_root
+
+
+def _fail(exc: Exception) -> None:
+    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def sql(
+    query: str = typer.Argument(..., help="SQL over the catalog's tables, e.g. "
+                                "\"SELECT source, count(*) FROM responses GROUP BY 1\""),
+    version: Optional[int] = typer.Option(None, "--version", "-v", help="run against this catalog version"),
+    fmt: str = typer.Option("table", "--format", "-f", help="table | csv | json | parquet"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="write to this file"),
+    write: bool = typer.Option(False, "--write", help="allow statements that write"),
+) -> None:
+    """Query the catalog with SQL (read-only unless --write)."""
+    from catalog import Catalog
+    from masters.output import write_result
+
+    try:
+        opener = Catalog.open if write else Catalog.open_read_only
+        with opener(State.config()) as cat:
+            result = cat.sql(query, version=version, write=write)
+        write_result(result, fmt, output)
+    except MastersError as exc:
+        _fail(exc)
+
+
+@app.command()
+def versions(
+    fmt: str = typer.Option("table", "--format", "-f", help="table | csv | json | parquet"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="write to this file"),
+) -> None:
+    """List catalog versions: id, time, message, metadata and rows added per table."""
+    from catalog import Catalog
+    from masters.output import write_result
+
+    try:
+        with Catalog.open_read_only(State.config()) as cat:
+            rows = [{"version": v.version, "time": v.time, "message": v.message or "",
+                     "metadata": json.dumps(v.metadata, sort_keys=True) if v.metadata else "",
+                     "rows_added": ", ".join(f"{t}={n}" for t, n in sorted(v.rows_added.items()))}
+                    for v in cat.versions()]
+        write_result(pa.Table.from_pylist(rows), fmt, output, max_rows=10_000)
+    except MastersError as exc:
+        _fail(exc)
+
+
+@app.command()
+def snapshot(
+    name: str = typer.Option(..., "--name", "-n", help="snapshot name (a folder under the snapshot root)"),
+    reward_config: str = typer.Option(..., "--reward-config", "-r", help="reward config id"),
+    version: Optional[int] = typer.Option(None, "--version", "-v", help="catalog version (default: current)"),
+    iteration: Optional[int] = typer.Option(None, "--iteration", "-i", help="only this iteration"),
+    run_id: Optional[str] = typer.Option(None, "--run", help="only this run"),
+    out: Optional[Path] = typer.Option(None, "--out", help="snapshot root (default: the catalog's)"),
+) -> None:
+    """Materialise an immutable snapshot folder (Parquet + card + manifest.json)."""
+    from catalog import Catalog
+    from catalog.snapshots import create_snapshot
+
+    try:
+        with Catalog.open(State.config()) as cat:
+            info = create_snapshot(cat, name, reward_config, version=version, iteration=iteration,
+                                   run_id=run_id, root=out, progress=sys.stderr.isatty())
+        state = "created" if info.created else "exists (not overwritten)"
+        typer.echo(f"snapshot {info.name} {state}: {info.path}\n  catalog version "
+                   f"{info.catalog_version}, {info.num_rows} rows, manifest sha256 {info.manifest_sha256}")
+    except MastersError as exc:
+        _fail(exc)
+
+
+@app.command()
+def verify(target: str = typer.Argument(..., help="snapshot folder, or a snapshot name under the catalog's root")) -> None:
+    """Check a snapshot folder against its manifest; names every missing or changed file."""
+    from catalog.snapshots import find_snapshot
+    from schemas.snapshot import manifest_sha256, verify_snapshot
+
+    try:
+        root = State.config().snapshot_root
+        folder = find_snapshot(None, target, root=root)
+        manifest = verify_snapshot(folder)
+        typer.echo(f"ok: {folder} matches its manifest ({len(manifest.files)} files, "
+                   f"{sum(manifest.row_counts.values())} rows, catalog version "
+                   f"{manifest.catalog_version}, manifest sha256 {manifest_sha256(folder)})")
+    except MastersError as exc:
+        _fail(exc)
+
+
+@app.command()
+def roundtrip(
+    questions: int = typer.Option(16, help="synthetic questions to write"),
+    name: str = typer.Option("roundtrip", help="snapshot name"),
+) -> None:
+    """Write a small synthetic Gen-Data set (no models) to the catalog, commit it twice (the second
+    adds nothing), snapshot it, verify it and load it back with `datasets`."""
+    from catalog import Catalog
+    from catalog.snapshots import create_snapshot
+    from masters.synthetic_gendata import synthetic_gendata
+    from schemas.snapshot import verify_snapshot
+
+    try:
+        tables, reward_config = synthetic_gendata(num_questions=questions)
+        with Catalog.open(State.config()) as cat:
+            for attempt in (1, 2):
+                with cat.commit("synthetic gen-data (roundtrip)", stage="roundtrip") as tx:
+                    for table_name, table in tables.items():
+                        tx.append(table_name, table)
+                added = sum(tx.result.added.values())
+                skipped = sum(tx.result.skipped.values())
+                typer.echo(f"commit {attempt}: version {tx.result.version}, {added} rows added, "
+                           f"{skipped} already present")
+            info = create_snapshot(cat, name, reward_config.id, progress=False)
+        verify_snapshot(info.path)
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import datasets
+
+        ds = datasets.load_dataset(str(info.path), split="train")
+        typer.echo(f"snapshot {info.name} at {info.path}: verified, loads with datasets "
+                   f"({ds.num_rows} rows, image: {type(ds[0]['image']).__name__})")
+    except MastersError as exc:
+        _fail(exc)
+
+
+if __name__ == "__main__":
+    app()
