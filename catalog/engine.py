@@ -24,32 +24,53 @@ def default_extension_directory() -> str:
     return os.path.join(base, "masters-distill", "duckdb_extensions")
 
 
-def load_ducklake(con: duckdb.DuckDBPyConnection, extension_directory: str | None) -> None:
-    ext_dir = extension_directory or default_extension_directory()
-    Path(ext_dir).mkdir(parents=True, exist_ok=True)
-    con.execute(f"SET extension_directory = '{_sql_str(ext_dir)}'")
+def load_extension(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    """Load a DuckDB extension: already installed, else from its PyPI package
+    (``duckdb-extension-<name>``, offline), else DuckDB's own ``INSTALL`` (online)."""
     try:
-        con.execute("LOAD ducklake")
+        con.execute(f"LOAD {name}")
         return
     except duckdb.Error:
         pass
     try:
         import duckdb_extensions
 
-        duckdb_extensions.import_extension("ducklake", con=con)
-        con.execute("LOAD ducklake")
+        duckdb_extensions.import_extension(name, con=con)
+        con.execute(f"LOAD {name}")
         return
     except Exception as offline_exc:  # package missing or broken: try DuckDB's own install
         try:
-            con.execute("INSTALL ducklake")
-            con.execute("LOAD ducklake")
+            con.execute(f"INSTALL {name}")
+            con.execute(f"LOAD {name}")
         except duckdb.Error as online_exc:
+            package = "duckdb-extension-" + name.replace("_", "-")
             raise CatalogError(
-                "cannot load DuckDB's ducklake extension: the offline packages failed "
-                f"({offline_exc}) and `INSTALL ducklake` failed ({online_exc}). Install "
-                "`duckdb-extensions` and `duckdb-extension-ducklake` matching duckdb "
-                f"{duckdb.__version__}."
+                f"cannot load DuckDB's {name} extension: the offline package failed "
+                f"({offline_exc}) and `INSTALL {name}` failed ({online_exc}). Install "
+                f"`duckdb-extensions` and `{package}` matching duckdb {duckdb.__version__}."
             ) from None
+
+
+def extensions_for(config: CatalogConfig) -> list[str]:
+    """The extensions a catalog needs: ducklake, plus the metadata database's scanner and the
+    object-storage filesystem when the URI or data path asks for them."""
+    rest = config.uri.removeprefix("ducklake:")
+    needed = ["ducklake"]
+    if rest.startswith("sqlite:"):
+        needed.append("sqlite_scanner")
+    elif rest.startswith("postgres:"):
+        needed.append("postgres_scanner")
+    if config.data_path.split("://", 1)[0] in ("s3", "gcs", "gs", "r2", "http", "https", "hf"):
+        needed.append("httpfs")
+    return needed
+
+
+def load_extensions(con: duckdb.DuckDBPyConnection, config: CatalogConfig) -> None:
+    ext_dir = config.extension_directory or default_extension_directory()
+    Path(ext_dir).mkdir(parents=True, exist_ok=True)
+    con.execute(f"SET extension_directory = '{_sql_str(ext_dir)}'")
+    for name in extensions_for(config):
+        load_extension(con, name)
 
 
 def local_catalog_file(uri: str) -> Path | None:
@@ -82,7 +103,7 @@ def attach(config: CatalogConfig, *, read_only: bool, create: bool) -> duckdb.Du
     if "://" not in config.data_path:
         Path(config.data_path).mkdir(parents=True, exist_ok=True)
     con = duckdb.connect()
-    load_ducklake(con, config.extension_directory)
+    load_extensions(con, config)
     options = [f"DATA_PATH '{_sql_str(config.data_path)}'", "DATA_INLINING_ROW_LIMIT 0"]
     if read_only:
         options.append("READ_ONLY")

@@ -1,0 +1,71 @@
+"""A crash mid-commit leaves the catalog at the previous version: a real writing subprocess is
+killed with SIGKILL at two points (while data files are being written, and after the appends
+but before COMMIT), then the catalog is reopened and checked."""
+
+import signal
+import time
+
+import pytest
+
+from catalog import Catalog
+
+WRITER = r"""
+import sys, time
+import pyarrow as pa
+from catalog import Catalog
+from masters.synthetic_gendata import synthetic_gendata
+tables, _ = synthetic_gendata(num_questions=6, seed=99)  # rows the catalog does not hold
+r = tables["responses"]
+mode = sys.argv[1] if len(sys.argv) > 1 else "{mode}"
+cat = Catalog.open("{catalog}")
+with cat.commit("doomed", stage="crash-test") as tx:
+    tx.append("questions", tables["questions"])
+    if mode == "before_commit":
+        tx.append("responses", r)
+        print("APPENDED", flush=True)
+        time.sleep(120)
+    else:
+        print("WRITING", flush=True)
+        i = 0
+        while True:  # many chunks, each a Parquet file write + registration
+            chunk = r.set_column(0, "response_id", pa.array([f"{{i}}-{{k}}" for k in range(r.num_rows)]))
+            tx.append("responses", chunk)
+            i += 1
+"""
+
+
+@pytest.mark.parametrize("mode", ["before_commit", "while_writing"])
+def test_killed_writer_leaves_previous_version(filled_catalog, catalog_dir, mode, run_python):
+    cat, tables, _ = filled_catalog
+    version = cat.current_version()
+    counts = {name: cat.count(name) for name in tables}
+    cat.close()  # release the single-writer lock for the subprocess
+
+    import subprocess
+
+    proc = run_python(WRITER.format(catalog=catalog_dir, mode=mode), stdout=subprocess.PIPE,
+                      stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    assert line.strip() in ("APPENDED", "WRITING"), proc.stderr.read()
+    if mode == "while_writing":
+        time.sleep(1.5)  # let it write and register several files
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+
+    with Catalog.open(catalog_dir) as cat:
+        assert cat.current_version() == version
+        assert {name: cat.count(name) for name in tables} == counts
+        dirs = [catalog_dir / "data" / "main" / t for t in ("questions", "responses")]
+        left = sum(len(list(d.glob("*.parquet"))) for d in dirs)
+        assert left > 2  # the killed writer left unregistered files beside the committed ones
+        assert cat.delete_orphaned_files() == left - 2
+        assert [len(list(d.glob("*.parquet"))) for d in dirs] == [1, 1]
+        assert {name: cat.count(name) for name in tables} == counts
+        # the catalog keeps working: the next commit lands as the next version
+        from masters.synthetic_gendata import synthetic_gendata
+
+        more, _ = synthetic_gendata(num_questions=6, seed=99)  # what the killed writer held
+        result = cat.append("responses", more["responses"], "after crash")
+        assert result.version == version + 1
+        assert cat.count("responses") == counts["responses"] + more["responses"].num_rows

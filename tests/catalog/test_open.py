@@ -1,0 +1,59 @@
+"""Opening catalogs: the lock held by another process, a missing catalog, other catalog URIs."""
+
+import subprocess
+
+import pytest
+
+from catalog import Catalog
+from schemas.config import CatalogConfig
+from schemas.errors import CatalogError, CatalogLockedError
+
+HOLDER = r"""
+import time
+from catalog import Catalog
+cat = Catalog.open("{catalog}")
+print("HOLDING", flush=True)
+time.sleep(60)
+"""
+
+
+def test_locked_catalog_names_the_process_holding_it(filled_catalog, catalog_dir, run_python):
+    cat, _, _ = filled_catalog
+    cat.close()
+    proc = run_python(HOLDER.format(catalog=catalog_dir), stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "HOLDING"
+        for opener in (Catalog.open, Catalog.open_read_only):
+            with pytest.raises(CatalogLockedError, match=rf"locked by another process \(PID {proc.pid}"):
+                opener(catalog_dir)
+    finally:
+        proc.kill()
+        proc.wait()
+    Catalog.open(catalog_dir).close()  # free again once it is gone
+
+
+def test_missing_catalog_is_not_created_by_readers(tmp_path):
+    with pytest.raises(CatalogError, match="no catalog at"):
+        Catalog.open_read_only(tmp_path / "nowhere")
+    assert not (tmp_path / "nowhere" / "catalog.ducklake").exists()
+
+
+def test_bad_uri_says_what_is_expected(tmp_path):
+    cfg = CatalogConfig(uri=str(tmp_path / "x.db"), data_path=str(tmp_path / "d"),
+                        snapshot_root=str(tmp_path / "s"))
+    with pytest.raises(CatalogError, match="must start with 'ducklake:'"):
+        Catalog.open(cfg)
+
+
+def test_sqlite_catalog_admits_several_processes(tmp_path, gendata, run_python):
+    tables, _ = gendata
+    cfg = CatalogConfig(uri=f"ducklake:sqlite:{tmp_path / 'meta.sqlite'}",
+                        data_path=str(tmp_path / "data") + "/", snapshot_root=str(tmp_path / "snaps"))
+    with Catalog.open(cfg) as cat:
+        cat.append("questions", tables["questions"], "q")
+        reader = run_python(
+            "from catalog import Catalog\nfrom schemas.config import CatalogConfig\n"
+            f"cfg = CatalogConfig.model_validate_json({cfg.model_dump_json()!r})\n"
+            "print(Catalog.open(cfg).count('questions'))", stdout=subprocess.PIPE, text=True)
+        out, _ = reader.communicate(timeout=60)
+        assert out.strip() == str(tables["questions"].num_rows)

@@ -1,0 +1,49 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def catalog_dir(tmp_path):
+    return tmp_path / "cat"
+
+
+@pytest.fixture
+def gendata():
+    from masters.synthetic_gendata import synthetic_gendata
+
+    return synthetic_gendata(num_questions=6, responses_per_source=4)
+
+
+@pytest.fixture
+def filled_catalog(catalog_dir, gendata):
+    """A catalog holding one synthetic iteration, committed once. Yields (catalog, tables, config)."""
+    from catalog import Catalog
+
+    tables, config = gendata
+    cat = Catalog.open(catalog_dir)
+    with cat.commit("synthetic", stage="generate", iteration=0) as tx:
+        for name, table in tables.items():
+            tx.append(name, table)
+    yield cat, tables, config
+    cat.close()
+
+
+def _run_python(code: str, **kwargs):
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-c", code], env=env, **kwargs)
+
+
+@pytest.fixture
+def run_python():
+    """Run code in a fresh interpreter with this checkout importable (returns a Popen)."""
+    return _run_python
