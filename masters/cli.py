@@ -141,6 +141,23 @@ def verify(target: str = typer.Argument(..., help="snapshot folder, or a snapsho
 
 
 @app.command()
+def tables(name: Optional[str] = typer.Argument(None, help="one table (default: all)")) -> None:
+    """Show the catalog's tables, their columns, types and documentation."""
+    from schemas.tables import ALL_TABLES, field_doc, table_spec
+
+    try:
+        specs = [table_spec(name)] if name else list(ALL_TABLES)
+    except KeyError as exc:
+        _fail(MastersError(exc.args[0]))
+    for spec in specs:
+        typer.secho(f"{spec.name}  (id: {spec.id_column}) - {spec.doc}", bold=True)
+        for field in spec.schema:
+            null = "" if field.nullable else " not null"
+            typer.echo(f"  {field.name:<24} {str(field.type) + null:<28} {field_doc(field)}")
+        typer.echo("")
+
+
+@app.command()
 def roundtrip(
     questions: int = typer.Option(16, help="synthetic questions to write"),
     name: str = typer.Option("roundtrip", help="snapshot name"),
