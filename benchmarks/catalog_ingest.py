@@ -76,13 +76,18 @@ def duckdb_insert(folder: Path, args, rows: int) -> tuple[float, int]:
         for start in range(0, rows, args.chunk):
             n = min(args.chunk, rows - start)
             responses, stats = make_chunk(start, n, rng, args.tokens)
+            con.register("_src_responses", responses)
+            con.register("_src_stats", stats)
             t0 = time.perf_counter()
             con.execute("BEGIN")
-            con.execute("INSERT INTO lake.responses SELECT * FROM responses")
-            con.execute("INSERT INTO lake.token_stats SELECT * FROM stats")
+            con.execute("INSERT INTO lake.responses SELECT * FROM _src_responses")
+            con.execute("INSERT INTO lake.token_stats SELECT * FROM _src_stats")
             con.execute("COMMIT")
             total += time.perf_counter() - t0
             done += n
+            con.unregister("_src_responses")
+            con.unregister("_src_stats")
+        assert cat.count("responses") == done and cat.count("token_stats") == done
     return total, done
 
 

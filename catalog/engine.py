@@ -98,7 +98,7 @@ def attach(config: CatalogConfig, *, read_only: bool, create: bool) -> duckdb.Du
     if meta_file is not None:
         if not meta_file.exists() and not create:
             raise CatalogError(f"no catalog at {meta_file}: create one by writing to it "
-                               "(e.g. `masters roundtrip --catalog DIR`), or check --catalog")
+                               "(e.g. `masters --catalog DIR roundtrip`, or Catalog.open(DIR) in Python), or check --catalog")
         meta_file.parent.mkdir(parents=True, exist_ok=True)
     if "://" not in config.data_path:
         Path(config.data_path).mkdir(parents=True, exist_ok=True)
@@ -121,4 +121,15 @@ def attach(config: CatalogConfig, *, read_only: bool, create: bool) -> duckdb.Du
             ) from None
         raise CatalogError(f"cannot attach catalog {config.uri}: {exc}") from None
     con.execute(f"USE {ALIAS}")
+    if read_only:
+        lock_down(con, config)
     return con
+
+
+def lock_down(con: duckdb.DuckDBPyConnection, config: CatalogConfig) -> None:
+    """A read-only connection reads the catalog's data files and nothing else of the file system,
+    and its configuration cannot be changed back."""
+    if "://" not in config.data_path:
+        con.execute(f"SET allowed_directories = ['{_sql_str(config.data_path)}']")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")

@@ -96,6 +96,12 @@ def create_snapshot(catalog: Catalog, name: str, reward_config_id: str, *,
     filters = {"iteration": iteration, "run_id": run_id}
     if final.exists():
         return _existing(catalog, final, name, reward_config_id, requested_version, filters)
+    elsewhere = [p for p in catalog.sql("SELECT path FROM snapshots WHERE name = $n",
+                                        params={"n": name}).column(0).to_pylist()
+                 if Path(p) != final.absolute()]
+    if elsewhere:
+        raise SnapshotExistsError(f"this catalog already has a snapshot named {name!r} at "
+                                  f"{elsewhere[0]}; snapshot names are unique per catalog")
 
     configs = catalog.sql("SELECT * FROM reward_configs WHERE reward_config_id = $rc",
                           version=version, params={"rc": reward_config_id}).to_pylist()
@@ -142,9 +148,11 @@ def create_snapshot(catalog: Catalog, name: str, reward_config_id: str, *,
             os.chmod(tmp / rel, 0o444)
         try:
             os.rename(tmp, final)
-        except OSError:
-            raise SnapshotExistsError(f"snapshot {name!r} appeared at {final} while this one was "
-                                      "being written; snapshots are never overwritten") from None
+        except OSError as exc:
+            if not final.exists():
+                raise SnapshotError(f"cannot move the finished snapshot to {final}: {exc}") from None
+            shutil.rmtree(tmp, ignore_errors=True)  # another writer finished the same name first
+            return _existing(catalog, final, name, reward_config_id, requested_version, filters)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

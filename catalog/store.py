@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from catalog.conform import conform, iter_tables
 from catalog.engine import ALIAS, METADATA_SCHEMA, attach
-from catalog.sql_guard import check_read_only
+from catalog.sql_guard import check_read_only, qualified_tables
 from catalog.types import ddl_for
 from schemas.config import CatalogConfig
 from schemas.errors import CatalogError, MastersError, SchemaMismatchError, UnknownVersionError
@@ -74,9 +74,11 @@ class Catalog:
     # --- opening -------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, config: CatalogConfig | str | os.PathLike) -> "Catalog":
+    def open(cls, config: CatalogConfig | str | os.PathLike, create: bool = True) -> "Catalog":
+        """Open for reading and writing (one process at a time for a DuckDB-file catalog);
+        ``create=False`` refuses a catalog that does not exist yet."""
         config = _as_config(config)
-        cat = cls(config, attach(config, read_only=False, create=True), read_only=False)
+        cat = cls(config, attach(config, read_only=False, create=create), read_only=False)
         cat._ensure_tables()
         return cat
 
@@ -143,16 +145,26 @@ class Catalog:
     def current_version(self) -> int:
         return int(self._con.execute(f"SELECT max(snapshot_id) FROM {ALIAS}.snapshots()").fetchone()[0])
 
+    def version_ids(self) -> list[int]:
+        return [int(r[0]) for r in self._con.execute(
+            f"SELECT snapshot_id FROM {ALIAS}.snapshots() ORDER BY 1").fetchall()]
+
     def check_version(self, version: int | None) -> int:
         """The version to read: ``version`` if it exists, else the current one."""
-        current = self.current_version()
         if version is None:
-            return current
-        if not isinstance(version, int) or version < 0 or version > current:
+            return self.current_version()
+        known = self.version_ids()
+        if isinstance(version, bool) or not isinstance(version, int) or version not in known:
             raise UnknownVersionError(
-                f"catalog version {version} does not exist; versions 0..{current} exist "
+                f"catalog version {version!r} does not exist; versions {_ranges(known)} exist "
                 "(list them with `masters versions`)")
         return version
+
+    def table_exists_at(self, name: str, version: int) -> bool:
+        return bool(self._con.execute(
+            f"SELECT count(*) FROM {METADATA_SCHEMA}.ducklake_table WHERE table_name = ? AND "
+            "begin_snapshot <= ? AND (end_snapshot IS NULL OR end_snapshot > ?)",
+            [name, version, version]).fetchone()[0])
 
     def versions(self) -> list[VersionInfo]:
         snaps = self._con.execute(
@@ -196,15 +208,25 @@ class Catalog:
         for c in cols:
             if c not in spec.columns:
                 raise SchemaMismatchError(name, c, "no such column")
+        schema = pa.schema([spec.schema.field(c) for c in cols])
+        if version is not None and not self.table_exists_at(name, self.check_version(version)):
+            return schema.empty_table()  # the table did not exist yet at that version
         query = f"SELECT {', '.join(_q(c) for c in cols)} FROM {self.table_ref(name, version)}"
         if where:
             query += f" WHERE {where}"
-        result = self._con.execute(query, params or []).to_arrow_table()
-        schema = pa.schema([spec.schema.field(c) for c in cols])
+        result = self._run(query, params).to_arrow_table()
         return result.cast(schema)
 
     def count(self, name: str, version: int | None = None) -> int:
-        return int(self._con.execute(f"SELECT count(*) FROM {self.table_ref(name, version)}").fetchone()[0])
+        if version is not None and not self.table_exists_at(name, self.check_version(version)):
+            return 0
+        return int(self._run(f"SELECT count(*) FROM {self.table_ref(name, version)}").fetchone()[0])
+
+    def _run(self, query: str, params: Sequence[Any] | Mapping[str, Any] | None = None):
+        try:
+            return self._con.execute(query, params or [])
+        except duckdb.Error as exc:
+            raise MastersError(f"query failed: {exc}") from None
 
     def sql(self, query: str, version: int | None = None,
             params: Sequence[Any] | Mapping[str, Any] | None = None, write: bool = False) -> pa.Table:
@@ -223,6 +245,12 @@ class Catalog:
             except duckdb.Error as exc:
                 raise MastersError(f"query failed: {exc}") from None
         check_read_only(self._con, query)
+        if version is not None:
+            qualified = qualified_tables(self._con, query, ALIAS)
+            if qualified:
+                raise MastersError(
+                    f"with a version, refer to tables unqualified ({qualified[0]} reads the "
+                    f"current version); write {qualified[0].split('.', 1)[1]}")
         with self._reading_at(version):
             try:
                 return self._con.execute(query, params or []).to_arrow_table()
@@ -239,13 +267,11 @@ class Catalog:
         version = self.check_version(version)
         schema = f"v{version}"
         self._con.execute(f"CREATE SCHEMA IF NOT EXISTS memory.{schema}")
-        live = self._con.execute(
-            f"SELECT table_name FROM {METADATA_SCHEMA}.ducklake_table "
-            "WHERE begin_snapshot <= ? AND (end_snapshot IS NULL OR end_snapshot > ?)",
-            [version, version]).fetchall()
-        for (name,) in live:
-            self._con.execute(f"CREATE OR REPLACE VIEW memory.{schema}.{_q(name)} AS "
-                              f"SELECT * FROM {ALIAS}.{_q(name)} AT (VERSION => {version})")
+        for spec in ALL_TABLES:
+            source = (f"SELECT * FROM {ALIAS}.{_q(spec.name)} AT (VERSION => {version})"
+                      if self.table_exists_at(spec.name, version)
+                      else f"SELECT * FROM {ALIAS}.{_q(spec.name)} WHERE false")  # not yet created
+            self._con.execute(f"CREATE OR REPLACE VIEW memory.{schema}.{_q(spec.name)} AS {source}")
         self._con.execute(f"USE memory.{schema}")
         try:
             yield
@@ -255,6 +281,8 @@ class Catalog:
     def existing_ids(self, name: str, ids: pa.Array, version: int | None = None) -> pa.Array:
         """The subset of ``ids`` already present in table ``name``."""
         spec = table_spec(name)
+        if version is not None and not self.table_exists_at(name, self.check_version(version)):
+            return pa.array([], pa.string())
         probe = pa.table({"id": ids})
         self._con.register("_masters_probe", probe)
         try:
@@ -292,20 +320,25 @@ class Catalog:
         builder = CommitBuilder(self)
         self._in_commit = True
         self._con.execute("BEGIN")
+        commit_sent = False
         try:
             yield builder
             if sum(builder.result.added.values()) == 0:
                 self._con.execute("ROLLBACK")
             else:
                 self._set_commit_message(message, meta)
+                commit_sent = True
                 self._con.execute("COMMIT")
                 builder.result.version = self.current_version()
         except BaseException:
-            try:
-                self._con.execute("ROLLBACK")
-            except duckdb.Error:
-                pass
-            builder.discard_files()
+            if not commit_sent:
+                try:
+                    self._con.execute("ROLLBACK")
+                except duckdb.Error:
+                    pass
+                builder.discard_files()
+            # once COMMIT was sent, the files may belong to a committed version: they stay, and
+            # if the commit did not land they are orphans for delete_orphaned_files()
             raise
         finally:
             self._in_commit = False
@@ -324,13 +357,19 @@ class Catalog:
         """A new, unique data file path for table ``name`` under the catalog's data path."""
         return f"{self._data_root}main/{name}/{FILE_PREFIX}{uuid.uuid4().hex}.parquet"
 
-    def delete_orphaned_files(self) -> int:
-        """Delete data files that no version references (left by a crash mid-commit)."""
+    def delete_orphaned_files(self, older_than: timedelta | None = timedelta(hours=1)) -> int:
+        """Delete data files that no version references (left by a crash mid-commit) and that
+        are older than ``older_than``; None deletes them all, which is only safe when no other
+        process is writing to this catalog (its files in flight look orphaned too)."""
         if self.read_only:
             raise MastersError("this catalog was opened read-only; open it for writing")
+        if older_than is None:
+            arg = "cleanup_all => true"
+        else:
+            cutoff = datetime.now(timezone.utc) - older_than
+            arg = f"older_than => '{cutoff.isoformat()}'::TIMESTAMPTZ"
         res = self._con.execute(
-            f"SELECT count(*) FROM ducklake_delete_orphaned_files('{ALIAS}', cleanup_all => true)"
-        ).fetchone()
+            f"SELECT count(*) FROM ducklake_delete_orphaned_files('{ALIAS}', {arg})").fetchone()
         return int(res[0])
 
 
@@ -348,11 +387,13 @@ class CommitBuilder:
         are skipped. Each chunk becomes one Parquet file, so memory stays bounded by a chunk."""
         spec = table_spec(name)
         added = skipped = 0
+        self.result.added.setdefault(name, 0)
+        self.result.skipped.setdefault(name, 0)
         for chunk in iter_tables(data):
             a, s = self._append_chunk(spec, chunk)
             added, skipped = added + a, skipped + s
-        self.result.added[name] = self.result.added.get(name, 0) + added
-        self.result.skipped[name] = self.result.skipped.get(name, 0) + skipped
+            self.result.added[name] += a  # per chunk: a later failing chunk keeps these counted
+            self.result.skipped[name] += s
         return added, skipped
 
     def _append_chunk(self, spec: TableSpec, chunk: pa.Table) -> tuple[int, int]:
@@ -404,6 +445,21 @@ def _filesystem(data_path: str) -> tuple[pafs.FileSystem, str]:
         fs, _ = pafs.FileSystem.from_uri(data_path)
         return fs, root
     return pafs.LocalFileSystem(), root
+
+
+def _ranges(values: list[int]) -> str:
+    """[0,1,2,5,6] -> '0..2, 5..6'."""
+    if not values:
+        return "(none)"
+    out, start, prev = [], values[0], values[0]
+    for v in values[1:] + [None]:
+        if v is not None and v == prev + 1:
+            prev = v
+            continue
+        out.append(f"{start}..{prev}" if prev != start else f"{start}")
+        if v is not None:
+            start = prev = v
+    return ", ".join(out)
 
 
 def _q(identifier: str) -> str:

@@ -71,8 +71,9 @@ def sql(
     from masters.output import write_result
 
     try:
-        opener = Catalog.open if write else Catalog.open_read_only
-        with opener(State.config()) as cat:
+        cat = Catalog.open(State.config(), create=False) if write else \
+            Catalog.open_read_only(State.config())
+        with cat:
             result = cat.sql(query, version=version, write=write)
         write_result(result, fmt, output)
     except MastersError as exc:
@@ -113,7 +114,7 @@ def snapshot(
     from catalog.snapshots import create_snapshot
 
     try:
-        with Catalog.open(State.config()) as cat:
+        with Catalog.open(State.config(), create=False) as cat:
             info = create_snapshot(cat, name, reward_config, version=version, iteration=iteration,
                                    run_id=run_id, root=out, progress=sys.stderr.isatty())
         state = "created" if info.created else "exists (not overwritten)"
@@ -132,12 +133,30 @@ def verify(target: str = typer.Argument(..., help="snapshot folder, or a snapsho
     try:
         root = State.config().snapshot_root
         folder = find_snapshot(None, target, root=root)
-        manifest = verify_snapshot(folder)
-        typer.echo(f"ok: {folder} matches its manifest ({len(manifest.files)} files, "
+        recorded = _recorded_manifest_sha(folder)
+        manifest = verify_snapshot(folder, expected_manifest_sha256=recorded)
+        checked = " and the catalog's record" if recorded else ""
+        typer.echo(f"ok: {folder} matches its manifest{checked} ({len(manifest.files)} files, "
                    f"{sum(manifest.row_counts.values())} rows, catalog version "
                    f"{manifest.catalog_version}, manifest sha256 {manifest_sha256(folder)})")
     except MastersError as exc:
         _fail(exc)
+
+
+def _recorded_manifest_sha(folder: Path) -> str | None:
+    """The manifest sha256 the catalog recorded for this snapshot folder, when a catalog is there."""
+    from catalog import Catalog
+    from schemas.errors import CatalogError
+
+    try:
+        with Catalog.open_read_only(State.config()) as cat:
+            rows = cat.sql("SELECT manifest_sha256, path FROM snapshots").to_pylist()
+    except CatalogError:
+        return None
+    for row in rows:
+        if Path(row["path"]).resolve() == folder.resolve():
+            return row["manifest_sha256"]
+    return None
 
 
 @app.command()

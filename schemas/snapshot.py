@@ -113,10 +113,18 @@ def snapshot_problems(folder: Path) -> list[str]:
     except SnapshotVerificationError as exc:
         return exc.problems
     problems: list[str] = []
+    if not isinstance(manifest.files, dict):
+        return [f"{MANIFEST_NAME}: 'files' is not a mapping"]
     if manifest.format != MANIFEST_FORMAT:
         problems.append(f"{MANIFEST_NAME}: format {manifest.format!r}, expected {MANIFEST_FORMAT!r}")
     for rel, meta in sorted(manifest.files.items()):
         path = folder / rel
+        if not isinstance(meta, dict) or not {"sha256", "bytes"} <= set(meta):
+            problems.append(f"{rel}: manifest entry lacks sha256/bytes")
+            continue
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            problems.append(f"{rel}: manifest names a file outside the snapshot folder")
+            continue
         if not path.is_file():
             problems.append(f"{rel}: missing")
             continue
@@ -134,11 +142,16 @@ def snapshot_problems(folder: Path) -> list[str]:
     return problems
 
 
-def verify_snapshot(folder: str | os.PathLike) -> Manifest:
+def verify_snapshot(folder: str | os.PathLike, expected_manifest_sha256: str | None = None) -> Manifest:
     """Check every file against manifest.json; raise SnapshotVerificationError naming each
-    missing, changed or unlisted file. Returns the manifest when the folder is intact."""
+    missing, changed or unlisted file. With ``expected_manifest_sha256`` (the catalog's record,
+    or a trainer's lineage), an edited manifest is caught too. Returns the manifest when intact."""
     folder = Path(folder)
     problems = snapshot_problems(folder)
+    if (not problems and expected_manifest_sha256
+            and manifest_sha256(folder) != expected_manifest_sha256):
+        problems.append(f"{MANIFEST_NAME}: changed (sha256 differs from the recorded "
+                        f"{expected_manifest_sha256})")
     if problems:
         raise SnapshotVerificationError(str(folder), problems)
     return Manifest.read(folder)

@@ -123,3 +123,37 @@ def test_commits_do_not_nest_and_read_only_refuses(filled_catalog, catalog_dir):
     with Catalog.open_read_only(catalog_dir) as ro:
         with pytest.raises(MastersError, match="read-only"):
             ro.append("images", tables["images"], "nope")
+
+
+def test_failure_after_commit_keeps_the_committed_files(catalog_dir, gendata, monkeypatch):
+    tables, _ = gendata
+    with Catalog.open(catalog_dir) as cat:
+        before = cat.current_version()
+        real = cat.current_version
+        calls = {"n": 0}
+
+        def flaky():
+            calls["n"] += 1
+            raise KeyboardInterrupt  # e.g. Ctrl-C right after COMMIT returned
+
+        monkeypatch.setattr(cat, "current_version", flaky)
+        with pytest.raises(KeyboardInterrupt):
+            with cat.commit("landed") as tx:
+                tx.append("questions", tables["questions"])
+        monkeypatch.setattr(cat, "current_version", real)
+        assert calls["n"] == 1
+        assert cat.current_version() == before + 1  # the commit landed...
+        assert cat.read("questions").num_rows == tables["questions"].num_rows  # ...with its files
+    assert len(data_files(catalog_dir)) == 1
+
+
+def test_counts_cover_chunks_appended_before_a_failing_one(catalog_dir, gendata):
+    tables, _ = gendata
+    q = tables["questions"]
+    bad = q.drop_columns(["answer"])
+    with Catalog.open(catalog_dir) as cat:
+        with cat.commit("partly") as tx:
+            with pytest.raises(SchemaMismatchError):
+                tx.append("questions", [q.slice(0, 3), bad])
+        assert tx.result.added["questions"] == 3 and tx.result.version is not None
+        assert cat.count("questions") == 3

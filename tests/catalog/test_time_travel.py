@@ -48,3 +48,26 @@ def test_unknown_version_lists_what_exists(two_versions):
             cat.count("questions", version=bad)
         with pytest.raises(UnknownVersionError):
             cat.sql("SELECT 1", version=bad)
+
+
+def test_versions_before_a_table_existed_read_as_empty(two_versions):
+    cat, v1, _, q = two_versions
+    assert cat.count("questions", version=0) == 0
+    assert cat.read("questions", version=0).num_rows == 0
+    assert cat.read("questions", version=0).schema.names == cat.read("questions").schema.names
+    assert len(cat.existing_ids("questions", q.column("question_id").combine_chunks(), version=0)) == 0
+    assert cat.sql("SELECT count(*) FROM questions", version=0).column(0)[0].as_py() == 0
+
+
+def test_qualified_names_cannot_escape_the_version(two_versions):
+    from schemas.errors import MastersError
+
+    cat, v1, _, _ = two_versions
+    with pytest.raises(MastersError, match="refer to tables unqualified.*write questions"):
+        cat.sql("SELECT count(*) FROM lake.questions", version=v1)
+
+
+def test_booleans_are_not_versions(two_versions):
+    cat, _, _, _ = two_versions
+    with pytest.raises(UnknownVersionError):
+        cat.count("questions", version=True)

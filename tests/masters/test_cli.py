@@ -90,3 +90,25 @@ def test_roundtrip(tmp_path):
     assert out.exit_code == 0, out.output
     assert "commit 2: version None, 0 rows added" in out.output
     assert "verified, loads with datasets (32 rows, image: PngImageFile)" in out.output
+
+
+def test_writing_verbs_do_not_create_a_missing_catalog(tmp_path):
+    out = runner.invoke(app, ["--catalog", str(tmp_path / "typo"), "snapshot", "--name", "s",
+                              "--reward-config", "x"])
+    assert out.exit_code == 2 and "no catalog at" in out.output
+    out = runner.invoke(app, ["--catalog", str(tmp_path / "typo"), "sql", "--write", "SELECT 1"])
+    assert out.exit_code == 2
+    assert not (tmp_path / "typo" / "catalog.ducklake").exists()
+
+
+def test_verify_checks_the_catalogs_record_of_the_manifest(filled_catalog, catalog_dir):
+    cat, _, config = filled_catalog
+    cat.close()
+    assert invoke(catalog_dir, "snapshot", "--name", "s", "--reward-config", config.id).exit_code == 0
+    out = invoke(catalog_dir, "verify", "s")
+    assert "matches its manifest and the catalog's record" in out.output
+    manifest = catalog_dir / "snapshots" / "s" / "manifest.json"
+    os.chmod(manifest, 0o644)
+    manifest.write_text(manifest.read_text().replace('"catalog_version": 2', '"catalog_version": 1'))
+    out = runner.invoke(app, ["--catalog", str(catalog_dir), "verify", "s"])
+    assert out.exit_code == 2 and "manifest.json: changed (sha256 differs from the recorded" in out.output
