@@ -5,41 +5,19 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import datasets
-import yaml
-
-from schemas.snapshot import DATA_DIR, SNAPSHOT_ROW_SCHEMA, SPLIT
-
-
-def hf_features() -> datasets.Features:
-    """The snapshot rows as `datasets` features, with the image as an `Image` feature."""
-    features = datasets.Features.from_arrow_schema(SNAPSHOT_ROW_SCHEMA)
-    features["image"] = datasets.Image()
-    return features
-
-
-def card_yaml(num_rows: int) -> dict[str, Any]:
-    info = datasets.DatasetInfo(features=hf_features())
-    info.splits = datasets.SplitDict()
-    info.splits.add(datasets.SplitInfo(name=SPLIT, num_examples=num_rows))
-    return {
-        "configs": [{"config_name": "default",
-                     "data_files": [{"split": SPLIT, "path": f"{DATA_DIR}/{SPLIT}-*.parquet"}]}],
-        "dataset_info": info._to_yaml_dict(),
-        "tags": ["masters-distill", "gen-data", "distillation", "vision-language"],
-    }
+from schemas.snapshot import DATA_DIR, SNAPSHOT_ROW_SCHEMA
+from schemas.snapshot_folder import card_front_matter
 
 
 def render_card(*, name: str, version: int, reward_config: dict[str, Any], filters: dict[str, Any],
                 num_rows: int, stats: list[dict[str, Any]], created_at: str) -> str:
-    front = yaml.safe_dump(card_yaml(num_rows), sort_keys=False)
+    front = card_front_matter(SNAPSHOT_ROW_SCHEMA, num_rows,
+                              tags=["masters-distill", "gen-data", "distillation", "vision-language"])
     table = "\n".join(
         f"| {s['source']} | {s['n']} | {s['groups']} | {s['mean_reward']:.4f} | "
         f"{s['mean_r_acc']:.4f} | {s['mean_divergence']:.4f} |" for s in stats)
     rc = {k: v for k, v in reward_config.items() if k not in ("config_json", "created_at")}
-    return f"""---
-{front}---
-
+    return f"""{front}
 # Gen-Data snapshot `{name}`
 
 Responses of a masked teacher and a student, with judge-derived accuracy rewards, distillation

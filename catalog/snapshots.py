@@ -8,31 +8,22 @@ A snapshot that exists is never overwritten.
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import re
-import shutil
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-from tqdm.auto import tqdm
 
-from catalog.card import hf_features, render_card
+from catalog.card import render_card
 from catalog.store import Catalog
 from schemas.errors import SnapshotError, SnapshotExistsError, UnknownSnapshotError
 from schemas.ids import content_id
-from schemas.snapshot import (DATA_DIR, MANIFEST_NAME, SNAPSHOT_ROW_SCHEMA, SPLIT, Manifest,
-                              manifest_sha256, sha256_file, verify_snapshot)
+from schemas.snapshot import SNAPSHOT_ROW_SCHEMA, SPLIT, manifest_sha256, verify_snapshot
+from schemas.snapshot_folder import ROW_GROUP_SIZE, SnapshotFolderWriter
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-ROW_GROUP_SIZE = 2048
-
 
 @dataclass
 class SnapshotInfo:
@@ -126,73 +117,24 @@ def create_snapshot(catalog: Catalog, name: str, reward_config_id: str, *,
                         ).to_arrow_table().to_pylist()
 
     root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".{name}.partial-{uuid.uuid4().hex[:8]}"
-    (tmp / DATA_DIR).mkdir(parents=True)
     try:
-        files = _write_rows(con, query, params, tmp, total, rows_per_file, progress)
-        created_at = datetime.now(timezone.utc).isoformat()
-        card = render_card(name=name, version=version, reward_config=config_row,
-                           filters=filters, num_rows=total, stats=stats, created_at=created_at)
-        (tmp / "README.md").write_text(card)
-        files.append("README.md")
-        manifest = Manifest(
-            name=name, catalog_version=version, reward_config_id=reward_config_id,
-            row_counts={SPLIT: total},
-            files={rel: {"sha256": sha256_file(tmp / rel), "bytes": (tmp / rel).stat().st_size}
-                   for rel in files},
-            configs={"reward_config": config_row, "filters": filters,
-                     "catalog_uri": catalog.config.uri},
-            created_at=created_at)
-        (tmp / MANIFEST_NAME).write_text(manifest.to_json())  # last: its presence means complete
-        for rel in files + [MANIFEST_NAME]:
-            os.chmod(tmp / rel, 0o444)
-        try:
-            os.rename(tmp, final)
-        except OSError as exc:
-            if not final.exists():
-                raise SnapshotError(f"cannot move the finished snapshot to {final}: {exc}") from None
-            shutil.rmtree(tmp, ignore_errors=True)  # another writer finished the same name first
-            return _existing(catalog, final, name, reward_config_id, requested_version, filters)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with SnapshotFolderWriter(final) as writer:
+            reader = con.execute(query, params).to_arrow_reader(ROW_GROUP_SIZE)
+            writer.write_rows(reader, SNAPSHOT_ROW_SCHEMA, total, rows_per_file, progress)
+            writer.write_text("README.md", render_card(
+                name=name, version=version, reward_config=config_row, filters=filters,
+                num_rows=total, stats=stats, created_at=datetime.now(timezone.utc).isoformat()))
+            writer.finish(name=name, catalog_version=version, reward_config_id=reward_config_id,
+                          configs={"reward_config": config_row, "filters": filters,
+                                   "catalog_uri": catalog.config.uri})
+    except OSError as exc:
+        if not final.exists():
+            raise SnapshotError(f"cannot write the snapshot to {final}: {exc}") from None
+        # another writer finished the same name first: same request -> return it, else refuse
+        return _existing(catalog, final, name, reward_config_id, requested_version, filters)
     info = SnapshotInfo(name, final, version, reward_config_id, total, manifest_sha256(final), True)
     _register(catalog, info, iteration, run_id)
     return info
-
-
-def _write_rows(con, query: str, params: dict, folder: Path, total: int, rows_per_file: int,
-                progress: bool) -> list[str]:
-    n_files = max(1, math.ceil(total / rows_per_file))
-    schema = SNAPSHOT_ROW_SCHEMA.with_metadata(
-        {"huggingface": json.dumps({"info": {"features": hf_features().to_dict()}})})
-    reader = con.execute(query, params).to_arrow_reader(ROW_GROUP_SIZE)
-    files, writer, in_file, written = [], None, 0, 0
-    bar = tqdm(total=total, desc="snapshot rows", unit="row", disable=not progress)
-    try:
-        for batch in reader:
-            table = pa.Table.from_batches([batch]).cast(schema)
-            start = 0
-            while start < table.num_rows:
-                if writer is None:
-                    rel = f"{DATA_DIR}/{SPLIT}-{len(files):05d}-of-{n_files:05d}.parquet"
-                    writer = pq.ParquetWriter(folder / rel, schema)
-                    files.append(rel)
-                take = min(rows_per_file - in_file, table.num_rows - start)
-                writer.write_table(table.slice(start, take), row_group_size=ROW_GROUP_SIZE)
-                start, in_file, written = start + take, in_file + take, written + take
-                bar.update(take)
-                if in_file == rows_per_file:
-                    writer.close()
-                    writer, in_file = None, 0
-    finally:
-        if writer is not None:
-            writer.close()
-        bar.close()
-    if written != total or len(files) != n_files:
-        raise SnapshotError(f"wrote {written} rows in {len(files)} files, expected {total} in "
-                            f"{n_files}: the catalog changed during the snapshot; retry")
-    return files
 
 
 def _existing(catalog: Catalog, final: Path, name: str, reward_config_id: str,
