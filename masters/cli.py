@@ -176,6 +176,87 @@ def tables(name: Optional[str] = typer.Argument(None, help="one table (default: 
         typer.echo("")
 
 
+questions_app = typer.Typer(help="Add questions to the catalog (synthetic visual QA or any HF dataset).",
+                            no_args_is_help=True)
+app.add_typer(questions_app, name="questions")
+
+
+@questions_app.command("synthetic")
+def questions_synthetic(
+    n: int = typer.Option(600, "--n", help="number of questions"),
+    split: str = typer.Option("train", help="train / test / validation"),
+    seed: int = typer.Option(0, help="generator seed"),
+    image_size: int = typer.Option(112, help="image side in pixels"),
+) -> None:
+    """Render the built-in synthetic visual-QA questions and commit them to the catalog."""
+    from catalog import Catalog
+    from gendata.synthetic_vqa import synthetic_vqa
+    from masters.questions import ingest_questions
+
+    try:
+        qs = synthetic_vqa(n, split, seed, image_size)
+        with Catalog.open(State.config()) as cat:
+            res = ingest_questions(cat, qs, f"synthetic questions ({split}, seed {seed})")
+        typer.echo(_ingest_summary(res))
+    except (MastersError, ValueError) as exc:
+        _fail(exc)
+
+
+@questions_app.command("hf")
+def questions_hf(
+    source: str = typer.Argument(..., help="save_to_disk folder, Parquet file/folder, load_dataset folder or Hub id"),
+    image: str = typer.Option("image", help="image column"),
+    question: str = typer.Option("question", help="question column"),
+    answer: str = typer.Option("answer", help="answer column"),
+    choices: Optional[str] = typer.Option(None, help="options column (multiple choice)"),
+    qtype: Optional[str] = typer.Option(None, help="question-type column"),
+    split: str = typer.Option("train", help="split to read"),
+    name: Optional[str] = typer.Option(None, help="source name stored with each question"),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="skip unusable rows (counted) instead of failing"),
+    limit: Optional[int] = typer.Option(None, help="read at most this many rows"),
+) -> None:
+    """Read questions from a Hugging Face dataset by column mapping and commit them."""
+    from catalog import Catalog
+    from gendata.hf_source import ColumnMapping, hf_questions
+    from masters.questions import ingest_questions
+
+    try:
+        mapping = ColumnMapping(image=image, question=question, answer=answer, choices=choices, qtype=qtype)
+        qs = hf_questions(source, mapping, split=split, source_name=name, skip_bad=skip_bad, limit=limit)
+        for problem in qs.problems:
+            typer.echo(f"skipped {problem}", err=True)
+        with Catalog.open(State.config()) as cat:
+            res = ingest_questions(cat, qs, f"questions from {name or source} ({split})")
+        typer.echo(_ingest_summary(res) + (f"; {qs.skipped} bad rows skipped" if qs.skipped else ""))
+    except MastersError as exc:
+        _fail(exc)
+
+
+def _ingest_summary(res) -> str:
+    return (f"version {res.version}: {res.added.get('questions', 0)} questions and "
+            f"{res.added.get('images', 0)} images added, {res.skipped.get('questions', 0)} questions "
+            "already present")
+
+
+@app.command()
+def fixtures(
+    force: bool = typer.Option(False, "--force", help="rebuild even when cached"),
+    family: str = typer.Option("qwen2_vl", help="VLM family of the ladder (qwen2_vl, llava)"),
+) -> None:
+    """Build (or reuse) the tiny checkpoint ladder: student and teachers S < M < L, warmed up by SFT."""
+    from masters.fixtures import LadderConfig, ensure_ladder, load_report
+
+    try:
+        folder = ensure_ladder(LadderConfig(family=family), force=force, progress=True)
+    except (MastersError, ValueError) as exc:
+        _fail(exc)
+    report = load_report(folder)
+    typer.echo(f"ladder at {folder} (built in {report['build_seconds']} s)")
+    for name, m in report["models"].items():
+        typer.echo(f"  {name:<8} {m['params']:>9,} params  {m['steps']:>5} SFT steps  "
+                   f"held-out accuracy {m['test_accuracy']:.3f}")
+
+
 @app.command()
 def roundtrip(
     questions: int = typer.Option(16, help="synthetic questions to write"),

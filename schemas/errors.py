@@ -59,3 +59,15 @@ class SnapshotVerificationError(SnapshotError):
             f"snapshot {folder} failed verification:\n{lines}\n"
             "A snapshot is immutable: re-create it under a new name with `masters snapshot`."
         )
+
+
+class SourceDataError(MastersError):
+    """Rows of a question source are unusable (missing or unreadable image, empty question...)."""
+
+    def __init__(self, source: str, problems: list[str], total_rows: int):
+        self.source, self.problems = source, problems
+        shown = "\n".join(f"  - {p}" for p in problems[:20])
+        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        super().__init__(
+            f"{len(problems)} bad row(s) of {total_rows} in {source}:\n{shown}{more}\n"
+            "Fix the data or the column mapping, or pass --skip-bad (skip_bad=True) to skip them.")

@@ -58,6 +58,19 @@ SNAPSHOT_ROW_SCHEMA = pa.schema([
     col("teacher_topk_logprobs", pa.list_(pa.float32()), "teacher top-k log-probs, flattened tokens x k", nullable=True),
 ])
 
+SFT_ROW_SCHEMA = pa.schema([
+    col("question_id", pa.string(), "the question"),
+    col("qtype", pa.string(), "question type"),
+    col("prompt", pa.string(), "the user prompt text (question and options)"),
+    col("image", IMAGE_TYPE, "the image, as a Hugging Face `Image` feature", nullable=True),
+    col("completion", pa.string(), "the target response (ground truth, or a teacher's response)"),
+    col("answer", pa.string(), "ground-truth answer"),
+])
+"""Rows of an SFT folder (teacher warm-up, naive distillation). The trainer's SFT reads only
+prompt, image and completion, so a GRPO snapshot (SNAPSHOT_ROW_SCHEMA) is valid SFT input too."""
+
+SFT_COLUMNS = ("prompt", "image", "completion")
+
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()

@@ -47,3 +47,27 @@ def _run_python(code: str, **kwargs):
 def run_python():
     """Run code in a fresh interpreter with this checkout importable (returns a Popen)."""
     return _run_python
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory):
+    """One tiny randomly initialised checkpoint per VLM family, sharing nothing but the recipe."""
+    from gendata.synthetic_vqa import synthetic_vqa
+    from gendata.tiny_vlm import FAMILIES, TinySize, build_tiny_vlm, train_tokenizer
+
+    qs = synthetic_vqa(60, "train")
+    texts = [q["question"] + " " + q["answer"] for q in qs.questions.to_pylist()]
+    root = tmp_path_factory.mktemp("tiny")
+    out = {}
+    for name, fam in FAMILIES.items():
+        tok = train_tokenizer(texts, fam.special_tokens, 400, fam.image_placeholder)
+        out[name] = build_tiny_vlm(name, TinySize(64, 2, 4, 2, 32, 2, 2), tok, root / name)
+    return out
+
+
+@pytest.fixture(scope="session")
+def sft_folder(tmp_path_factory):
+    from gendata.synthetic_vqa import synthetic_vqa
+    from masters.sft_data import write_sft_folder
+
+    return write_sft_folder(synthetic_vqa(96, "train"), tmp_path_factory.mktemp("sft") / "sft", "sft-test")
