@@ -70,12 +70,12 @@ HASHED_MODULES = ("gendata/tiny_vlm.py", "gendata/processor_shims.py", "gendata/
                   "masters/fixtures.py")
 
 
-def ladder_hash(config: LadderConfig) -> str:
+def ladder_hash(config: LadderConfig, root: Path | None = None) -> str:
     import torch
     import transformers
     import trl
 
-    root = Path(__file__).resolve().parents[1]
+    root = root or Path(__file__).resolve().parents[1]
     h = hashlib.sha256(config.model_dump_json().encode())
     for rel in HASHED_MODULES:
         h.update(rel.encode() + b"\0" + (root / rel).read_bytes())
@@ -126,7 +126,13 @@ def build_ladder(config: LadderConfig, out: Path, progress: bool = True) -> dict
     from trainer.config import SFTRunConfig
     from trainer.sft import train_sft
 
+    import datasets
+    import transformers
+
     started = time.perf_counter()
+    # one bar for the build instead of transformers'/datasets' per-file bars
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
     fam = family(config.family)
     missing = [m for m in LADDER_ORDER if m not in config.members]
     if missing:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTConfig, SFTTrainer
 
@@ -34,6 +35,8 @@ def train_sft(config: SFTRunConfig) -> dict[str, Any]:
         dataloader_num_workers=0, remove_unused_columns=False, max_length=None,
         disable_tqdm=not config.progress, completion_only_loss=True)
     trainer = SFTTrainer(model=model, args=args, train_dataset=train, processing_class=processor)
+    if not config.progress:
+        trainer.remove_callback(PrinterCallback)  # quiet: metrics are returned and kept in meta.json
     resume = get_last_checkpoint(args.output_dir) if config.resume and Path(args.output_dir).is_dir() else None
     result = trainer.train(resume_from_checkpoint=resume)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
