@@ -55,10 +55,10 @@ def make_chunk(start: int, n: int, rng: np.random.Generator, tokens: int) -> tup
         _lists(lengths, rng.integers(0, 32_000, total, dtype=np.int32), pa.list_(pa.int32())),
         pa.array(["the answer is 42"] * n), pa.array(["stop"] * n), pa.array(lengths), now,
     ], schema=RESPONSES.schema)
-    empty = _lists(np.zeros(n, np.int32), np.zeros(0, np.float32), pa.list_(pa.float32()))
+    empty = _lists(np.zeros(n, np.int32), np.zeros(0, np.int16), pa.list_(pa.int16()))
     stats = pa.Table.from_arrays([
         pa.array([f"{i:031x}s" for i in idx]), rid, pa.array(["t" * 32] * n), pa.array(np.full(n, 0.2)),
-        pa.array(["s" * 32] * n), pa.array(["f32/1"] * n), pa.array(np.zeros(n, np.int32)),
+        pa.array(["s" * 32] * n), pa.array(["fx16/1"] * n), pa.array(np.zeros(n, np.int32)),
         pa.array(lengths),
         _lists(lengths, -rng.exponential(1.0, total).astype(np.float32), pa.list_(pa.float32())),
         empty, empty, empty, empty,

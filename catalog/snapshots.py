@@ -21,6 +21,7 @@ from catalog.store import Catalog
 from schemas.errors import SnapshotError, SnapshotExistsError, UnknownSnapshotError
 from schemas.ids import content_id
 from schemas.snapshot import SNAPSHOT_ROW_SCHEMA, SPLIT, manifest_sha256, verify_snapshot
+from schemas.token_codec import DECODE_SQL
 from schemas.snapshot_folder import ROW_GROUP_SIZE, SnapshotFolderWriter
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -38,6 +39,11 @@ class SnapshotInfo:
 
 def snapshot_root(catalog: Catalog, root: str | os.PathLike | None = None) -> Path:
     return Path(root or catalog.config.snapshot_root).expanduser()
+
+
+def decode(column: str, name: str) -> str:
+    """SQL decoding a compact token_stats column (schemas/token_codec.py) to floats."""
+    return DECODE_SQL[name].format(col=column) + f" AS {name}"
 
 
 def _rows_query(catalog: Catalog, version: int, iteration: int | None, run_id: str | None) -> tuple[str, list]:
@@ -58,8 +64,8 @@ def _rows_query(catalog: Catalog, version: int, iteration: int | None, run_id: s
                     ELSE {{'bytes': im.bytes, 'path': NULL::VARCHAR}} END AS image,
                q.answer, r.text AS completion, r.token_ids AS completion_ids,
                w.r_acc, w.divergence, w.r_distill, w.reward, w.advantage,
-               ts.top_k, ts.student_logprobs, ts.teacher_logprobs, ts.teacher_topk_ids,
-               ts.teacher_topk_logprobs
+               ts.top_k, ts.student_logprobs, {decode('ts.teacher_logprobs', 'teacher_logprobs')},
+               ts.teacher_topk_ids, {decode('ts.teacher_topk_logprobs', 'teacher_topk_logprobs')}
         FROM {t['rewards']}
         JOIN {t['responses']} ON r.response_id = w.response_id
         JOIN {t['questions']} ON q.question_id = r.question_id

@@ -22,6 +22,7 @@ import fnmatch
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -165,3 +166,22 @@ def masked_state_dict(model: nn.Module, ratio: float, plan: MaskPlan | None = No
     """A full state dict with the mask for ``ratio`` applied, for engines that load weights."""
     with masked(model, ratio, plan, spec):
         return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def export_masked_checkpoint(src, ratio: float, out, spec: MaskSpec | None = None) -> Path:
+    """Write a copy of checkpoint ``src`` with the mask for ``ratio`` applied (weights, config,
+    processor), for engines that load weights from a folder (vLLM)."""
+    import shutil
+
+    from transformers import AutoModelForImageTextToText
+
+    src, out = Path(src), Path(out)
+    model = AutoModelForImageTextToText.from_pretrained(src, dtype=torch.float32)
+    out.mkdir(parents=True, exist_ok=True)
+    with masked(model, ratio, spec=spec):
+        model.save_pretrained(out)
+    for f in src.iterdir():  # processor, tokenizer, chat template, shims: everything but weights
+        if f.is_file() and not f.name.endswith((".safetensors", ".bin")) and f.name not in (
+                "config.json", "model.safetensors.index.json") and not (out / f.name).exists():
+            shutil.copy(f, out / f.name)
+    return out

@@ -13,6 +13,7 @@ import pyarrow as pa
 from PIL import Image, ImageDraw
 
 from schemas import ids
+from schemas import token_codec as codec
 from schemas.config import RewardConfig
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), "yellow": (230, 210, 40)}
@@ -83,14 +84,16 @@ def synthetic_gendata(num_questions: int = 8, responses_per_source: int = 4, tok
                 jsd = rng.uniform(0, 0.5, n).astype(np.float32)
                 topk_lp = np.sort(np.log(rng.dirichlet(np.ones(top_k + 1), n)[:, :top_k]), axis=1)[:, ::-1]
                 stats.append({
-                    "stats_id": ids.token_stats_id(rid, teacher, mask_ratio, student, top_k, "f32/1"),
+                    "stats_id": ids.token_stats_id(rid, teacher, mask_ratio, student, top_k, codec.ENCODING),
                     "response_id": rid, "teacher_model_id": teacher,
                     "teacher_mask_ratio": mask_ratio, "student_model_id": student,
-                    "encoding": "f32/1", "top_k": top_k, "num_tokens": n,
-                    "student_logprobs": s_lp.tolist(), "teacher_logprobs": t_lp.tolist(),
-                    "jsd": jsd.tolist(), "kl_forward": (2 * jsd).tolist(), "kl_reverse": (1.5 * jsd).tolist(),
+                    "encoding": codec.ENCODING, "top_k": top_k, "num_tokens": n,
+                    "student_logprobs": s_lp.tolist(),
+                    "teacher_logprobs": codec.encode_logprobs(t_lp).tolist(),
+                    "jsd": codec.encode_jsd(jsd).tolist(), "kl_forward": codec.encode_kl(2 * jsd).tolist(),
+                    "kl_reverse": codec.encode_kl(1.5 * jsd).tolist(),
                     "teacher_topk_ids": rng.integers(5, 500, n * top_k).astype(np.int32).tolist(),
-                    "teacher_topk_logprobs": topk_lp.astype(np.float32).ravel().tolist(),
+                    "teacher_topk_logprobs": codec.encode_logprobs(topk_lp.ravel()).tolist(),
                     "created_at": now})
                 verdicts.append({
                     "verdict_id": ids.verdict_id(rid, JUDGE_ID), "response_id": rid,
@@ -115,10 +118,10 @@ def _rewards(responses, stats, verdicts, config: RewardConfig, now) -> list[dict
     """The paper's reward, computed plainly (the real engine is in rewards/)."""
     out, by_group = [], {}
     for r, s, v in zip(responses, stats, verdicts):
-        d = float(np.mean(s["jsd"]))
+        d = float(np.mean(codec.decode_jsd(s["jsd"])))
         by_group.setdefault(r["group_id"], []).append((r, s, v, d))
     for gid, members in by_group.items():
-        ds = np.array([m[3] for m in members])
+        ds = np.array([m[3] for m in members])  # D = mean decoded per-token JSD
         span = ds.max() - ds.min()
         r_distill = (ds.max() - ds) / span if span > 0 else np.ones_like(ds)
         r_acc = np.array([m[2]["score"] for m in members])

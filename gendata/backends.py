@@ -1,0 +1,162 @@
+"""Generation backends behind one protocol, and the response rows they produce.
+
+- ``transformers``: batched sampling with ``generate`` on CPU or GPU; the teacher's mask is
+  applied in place for the duration of a call (``gendata.masking.masked``).
+- ``vllm``: vLLM's offline ``LLM`` with multimodal inputs and ``n`` samples per prompt; a masked
+  teacher is exported as a masked checkpoint folder that the engine loads. GPU machines only
+  (the ``gpu`` extra).
+
+Every question is sampled with its own seed (derived from the run seed and the question id), so
+its responses do not depend on which other questions share a batch: a re-run that generates only
+what is missing reproduces exactly what a full run would have.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Protocol
+
+import pyarrow as pa
+from pydantic import Field
+
+from gendata.hf_generate import Sample, chat_text, generate, load_vlm
+from gendata.masking import MaskSpec, masked, plan_masks
+from schemas import ids
+from schemas.config import StrictModel
+from schemas.tables import RESPONSES
+
+
+class SamplingConfig(StrictModel):
+    """The paper's sampling defaults."""
+
+    temperature: float = Field(1.0, gt=0, description="softmax temperature")
+    top_p: float = Field(0.9, gt=0, le=1, description="nucleus mass")
+    top_k: int = Field(50, ge=0, description="top-k cut-off (0: none)")
+    repetition_penalty: float = Field(1.05, gt=0, description="repetition penalty")
+    max_new_tokens: int = Field(32, gt=0, description="response length limit")
+
+
+class GenerationBackend(Protocol):
+    name: str
+
+    def sample(self, prompts: Sequence[str], images: Sequence[bytes], n: int,
+               sampling: SamplingConfig, seeds: Sequence[int]) -> list[list[Sample]]:
+        """``n`` samples for each (prompt, image), the i-th drawn with ``seeds[i]``."""
+        ...
+
+
+class TransformersBackend:
+    name = "transformers"
+
+    def __init__(self, path: str, mask_ratio: float = 0.0, mask_spec: MaskSpec | None = None,
+                 device: str | None = None, trust_remote_code: bool = True):
+        self.model, self.processor = load_vlm(path, trust_remote_code, device)
+        self.mask_ratio, self.mask_spec = mask_ratio, mask_spec
+        self.plan = plan_masks(self.model, [mask_ratio], mask_spec) if mask_ratio > 0 else None
+
+    def sample(self, prompts, images, n, sampling, seeds):
+        out = []
+        with masked(self.model, self.mask_ratio, self.plan, self.mask_spec):
+            for prompt, image, seed in zip(prompts, images, seeds):
+                out += generate(self.model, self.processor, [prompt], [image], n=n, do_sample=True,
+                                temperature=sampling.temperature, top_p=sampling.top_p,
+                                top_k=sampling.top_k, repetition_penalty=sampling.repetition_penalty,
+                                max_new_tokens=sampling.max_new_tokens, seed=seed, batch_size=1)
+        return out
+
+
+class VLLMBackend:
+    name = "vllm"
+
+    def __init__(self, path: str, mask_ratio: float = 0.0, mask_spec: MaskSpec | None = None,
+                 trust_remote_code: bool = True, **engine_kwargs):
+        try:
+            from vllm import LLM
+        except ImportError as exc:
+            raise ImportError("the vllm backend needs vLLM (pip install 'masters-distill[gpu]' on a "
+                              "GPU machine)") from exc
+        from transformers import AutoProcessor
+
+        self._tmp = None
+        if mask_ratio > 0:
+            from gendata.masking import export_masked_checkpoint
+
+            self._tmp = tempfile.TemporaryDirectory(prefix="masked-")
+            path = str(export_masked_checkpoint(path, mask_ratio, self._tmp.name, mask_spec))
+        self.processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+        self.llm = LLM(model=path, trust_remote_code=trust_remote_code,
+                       limit_mm_per_prompt={"image": 1}, **engine_kwargs)
+
+    def sample(self, prompts, images, n, sampling, seeds):
+        from vllm import SamplingParams
+
+        from gendata.hf_generate import as_image
+
+        requests = [{"prompt": chat_text(self.processor, p), "multi_modal_data": {"image": as_image(i)}}
+                    for p, i in zip(prompts, images)]
+        params = [SamplingParams(n=n, temperature=sampling.temperature, top_p=sampling.top_p,
+                                 top_k=sampling.top_k if sampling.top_k > 0 else -1,
+                                 repetition_penalty=sampling.repetition_penalty,
+                                 max_tokens=sampling.max_new_tokens, seed=seed, logprobs=0)
+                  for seed in seeds]
+        out = []
+        for result in self.llm.generate(requests, params, use_tqdm=False):
+            group = []
+            for c in result.outputs:
+                lps = [next(iter(d.values())).logprob for d in (c.logprobs or [])]
+                group.append(Sample(token_ids=list(c.token_ids), text=c.text,
+                                    finish_reason="length" if c.finish_reason == "length" else "stop",
+                                    logprobs=lps))
+            out.append(group)
+        return out
+
+
+BACKENDS: dict[str, type] = {"transformers": TransformersBackend, "vllm": VLLMBackend}
+
+
+def backend(name: str, path: str, **kwargs) -> GenerationBackend:
+    try:
+        cls = BACKENDS[name]
+    except KeyError:
+        raise ValueError(f"unknown generation backend {name!r}; known: {', '.join(BACKENDS)}") from None
+    return cls(path, **kwargs)
+
+
+def question_seed(seed: int, question_id: str) -> int:
+    return int(hashlib.sha256(f"{seed}|{question_id}".encode()).hexdigest()[:8], 16)
+
+
+def generate_responses(engine: GenerationBackend, questions: pa.Table, images: Mapping[str, bytes], *,
+                       iteration_id: str, source: str, model_id: str, mask_ratio: float, n: int,
+                       seed: int, sampling: SamplingConfig | None = None,
+                       existing: set[str] | None = None,
+                       questions_per_batch: int = 16) -> Iterator[pa.Table]:
+    """Response rows (RESPONSES schema), ``questions_per_batch`` questions per yielded table.
+    Questions whose n response ids all exist in ``existing`` are skipped (nothing regenerated)."""
+    sampling = sampling or SamplingConfig()
+    params = sampling.model_dump()
+    todo = []
+    for q in questions.select(["question_id", "question"]).to_pylist():
+        rids = [ids.response_id(iteration_id, q["question_id"], source, model_id, mask_ratio, k, seed, params)
+                for k in range(n)]
+        if not existing or not all(r in existing for r in rids):
+            todo.append((q, rids))
+    for start in range(0, len(todo), questions_per_batch):
+        batch = todo[start:start + questions_per_batch]
+        groups = engine.sample([q["question"] for q, _ in batch], [images[q["question_id"]] for q, _ in batch],
+                               n, sampling, [question_seed(seed, q["question_id"]) for q, _ in batch])
+        now = datetime.now(timezone.utc)
+        rows = []
+        for (q, rids), samples in zip(batch, groups):
+            gid = ids.group_id(iteration_id, q["question_id"])
+            for k, (rid, s) in enumerate(zip(rids, samples)):
+                rows.append({"response_id": rid, "group_id": gid, "iteration_id": iteration_id,
+                             "question_id": q["question_id"], "source": source, "model_id": model_id,
+                             "mask_ratio": mask_ratio, "sample_index": k, "seed": seed,
+                             "sampling": params, "prompt": q["question"], "token_ids": s.token_ids,
+                             "text": s.text, "finish_reason": s.finish_reason,
+                             "num_tokens": len(s.token_ids), "created_at": now})
+        yield pa.Table.from_pylist(rows, schema=RESPONSES.schema)

@@ -1,0 +1,172 @@
+"""Teacher-forced scoring: one pass of the masked teacher and one of the student over each
+response (prompt + image + response tokens), summarised per token into the compact
+`token_stats` rows (encoding in ``schemas/token_codec.py``):
+
+- the teacher's and the student's log-prob of the emitted token,
+- the exact JSD and forward / reverse KL, computed from the full distributions,
+- the teacher's top-k token ids and log-probs.
+
+Vocabulary-sized tensors are made ``chunk`` positions at a time from the last hidden states (the
+LM head is applied per chunk), so memory stays bounded on long responses.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+import pyarrow as pa
+import torch
+from pydantic import Field
+
+from gendata.hf_generate import _inputs
+from gendata.masking import MaskPlan, masked
+from schemas import ids
+from schemas import token_codec as codec
+from schemas.config import StrictModel
+from schemas.tables import TOKEN_STATS
+
+LN2 = math.log(2.0)
+
+
+class ScoringConfig(StrictModel):
+    top_k: int = Field(8, gt=0, description="teacher top-k kept per token")
+    chunk: int = Field(256, gt=0, description="positions per vocabulary-sized chunk")
+
+
+@dataclass
+class TokenSummary:
+    student_logprobs: np.ndarray
+    teacher_logprobs: np.ndarray
+    jsd: np.ndarray
+    kl_forward: np.ndarray
+    kl_reverse: np.ndarray
+    topk_ids: np.ndarray  # (T, k)
+    topk_logprobs: np.ndarray  # (T, k)
+
+
+def summarise(t_logits: torch.Tensor, s_logits: torch.Tensor, token_ids: torch.Tensor, top_k: int) -> TokenSummary:
+    """Per-token summaries of two (T, V) logit tensors for the emitted ``token_ids`` (T,)."""
+    t = t_logits.float().log_softmax(-1)
+    s = s_logits.float().log_softmax(-1)
+    p, q = t.exp(), s.exp()
+    log_m = torch.logaddexp(t, s) - LN2
+    jsd = 0.5 * ((p * (t - log_m)).sum(-1) + (q * (s - log_m)).sum(-1))
+    kl_f = (p * (t - s)).sum(-1)
+    kl_r = (q * (s - t)).sum(-1)
+    tok = token_ids.unsqueeze(-1)
+    top_v, top_i = t.topk(min(top_k, t.shape[-1]), dim=-1)
+    return TokenSummary(s.gather(-1, tok).squeeze(-1).numpy(), t.gather(-1, tok).squeeze(-1).numpy(),
+                        jsd.clamp_min(0).numpy(), kl_f.clamp_min(0).numpy(), kl_r.clamp_min(0).numpy(),
+                        top_i.numpy(), top_v.numpy())
+
+
+def _concat(parts: list[TokenSummary]) -> TokenSummary:
+    return TokenSummary(*[np.concatenate([getattr(p, f) for p in parts])
+                          for f in TokenSummary.__dataclass_fields__])
+
+
+@torch.no_grad()
+def _hidden(model, inputs: dict) -> torch.Tensor:
+    """Last hidden states of the base model (no LM head: logits are made per chunk)."""
+    return model.model(**inputs).last_hidden_state
+
+
+def _teacher_forced_inputs(model, processor, prompt: str, image, completions: Sequence[Sequence[int]]):
+    n = len(completions)
+    inputs = _inputs(model, processor, [prompt] * n, [image] * n)
+    p_len = inputs["input_ids"].shape[1]
+    width = max(len(c) for c in completions)
+    pad = processor.tokenizer.pad_token_id
+    comp = torch.full((n, width), pad, dtype=inputs["input_ids"].dtype)
+    mask = torch.zeros((n, width), dtype=inputs["attention_mask"].dtype)
+    for j, c in enumerate(completions):
+        comp[j, :len(c)] = torch.tensor(list(c))
+        mask[j, :len(c)] = 1
+    comp, mask = comp.to(model.device), mask.to(model.device)
+    inputs["input_ids"] = torch.cat([inputs["input_ids"], comp], dim=1)
+    inputs["attention_mask"] = torch.cat([inputs["attention_mask"], mask], dim=1)
+    for key in ("mm_token_type_ids", "token_type_ids"):
+        if key in inputs:  # zero over the completion (Qwen-VL needs it for teacher forcing)
+            inputs[key] = torch.cat([inputs[key], torch.zeros_like(comp)], dim=1)
+    return inputs, p_len
+
+
+@torch.no_grad()
+def score_group(teacher, student, processor, prompt: str, image, completions: Sequence[Sequence[int]],
+                teacher_mask_ratio: float, plan: MaskPlan | None, config: ScoringConfig) -> list[TokenSummary]:
+    """Summaries for several responses to one prompt/image (one batched pass per model)."""
+    inputs, p_len = _teacher_forced_inputs(student, processor, prompt, image, completions)
+    with masked(teacher, teacher_mask_ratio, plan):
+        h_t = _hidden(teacher, inputs)
+    h_s = _hidden(student, inputs)
+    head_t, head_s = teacher.get_output_embeddings(), student.get_output_embeddings()
+    out = []
+    for j, comp in enumerate(completions):
+        ids_j = torch.tensor(list(comp))
+        parts = []
+        for start in range(0, len(comp), config.chunk):
+            stop = min(len(comp), start + config.chunk)
+            rows = slice(p_len - 1 + start, p_len - 1 + stop)
+            parts.append(summarise(head_t(h_t[j, rows]).cpu(), head_s(h_s[j, rows]).cpu(),
+                                   ids_j[start:stop], config.top_k))
+        out.append(_concat(parts))
+    return out
+
+
+def token_stats_row(response_id: str, summary: TokenSummary, *, teacher_model_id: str,
+                    teacher_mask_ratio: float, student_model_id: str, top_k: int,
+                    now: datetime | None = None) -> dict:
+    n = len(summary.jsd)
+    return {
+        "stats_id": ids.token_stats_id(response_id, teacher_model_id, teacher_mask_ratio,
+                                       student_model_id, top_k, codec.ENCODING),
+        "response_id": response_id, "teacher_model_id": teacher_model_id,
+        "teacher_mask_ratio": teacher_mask_ratio, "student_model_id": student_model_id,
+        "encoding": codec.ENCODING, "top_k": top_k, "num_tokens": n,
+        "student_logprobs": summary.student_logprobs.astype(np.float32),
+        "teacher_logprobs": codec.encode_logprobs(summary.teacher_logprobs),
+        "jsd": codec.encode_jsd(summary.jsd), "kl_forward": codec.encode_kl(summary.kl_forward),
+        "kl_reverse": codec.encode_kl(summary.kl_reverse),
+        "teacher_topk_ids": summary.topk_ids.astype(np.int32).reshape(-1),
+        "teacher_topk_logprobs": codec.encode_logprobs(summary.topk_logprobs.reshape(-1)),
+        "created_at": now or datetime.now(timezone.utc)}
+
+
+def score_responses(teacher, student, processor, responses: pa.Table,
+                    image_of: Callable[[str], bytes] | Mapping[str, bytes], *, teacher_model_id: str,
+                    teacher_mask_ratio: float, student_model_id: str, plan: MaskPlan | None = None,
+                    config: ScoringConfig | None = None, skip: set[str] | None = None,
+                    groups_per_batch: int = 8) -> Iterator[pa.Table]:
+    """token_stats tables for the responses (grouped by question), ``groups_per_batch`` groups at a
+    time, so a caller committing each table loses at most one batch on a crash. Responses whose
+    stats id is in ``skip`` are not scored again."""
+    config = config or ScoringConfig()
+    lookup = image_of if callable(image_of) else image_of.__getitem__
+    by_q: dict[tuple[str, str], list[dict]] = {}
+    for r in responses.select(["response_id", "question_id", "prompt", "token_ids"]).to_pylist():
+        sid = ids.token_stats_id(r["response_id"], teacher_model_id, teacher_mask_ratio,
+                                 student_model_id, config.top_k, codec.ENCODING)
+        if skip and sid in skip:
+            continue
+        by_q.setdefault((r["question_id"], r["prompt"]), []).append(r)
+    rows: list[dict] = []
+    done_groups = 0
+    for (qid, prompt), group in by_q.items():
+        group = [r for r in group if r["token_ids"]]
+        if not group:
+            continue
+        sums = score_group(teacher, student, processor, prompt, lookup(qid),
+                           [r["token_ids"] for r in group], teacher_mask_ratio, plan, config)
+        rows += [token_stats_row(r["response_id"], s, teacher_model_id=teacher_model_id,
+                                 teacher_mask_ratio=teacher_mask_ratio, student_model_id=student_model_id,
+                                 top_k=config.top_k) for r, s in zip(group, sums)]
+        done_groups += 1
+        if done_groups % groups_per_batch == 0:
+            yield pa.Table.from_pylist(rows, schema=TOKEN_STATS.schema)
+            rows = []
+    if rows:
+        yield pa.Table.from_pylist(rows, schema=TOKEN_STATS.schema)

@@ -1,0 +1,93 @@
+"""Per-layer magnitude masks on a real tiny checkpoint: equal to a reference per tensor, restored
+bit-exactly, thresholds for many ratios from one pass, large tensors handled."""
+
+import pytest
+import torch
+from torch import nn
+
+import gendata.masking as masking
+from gendata.hf_generate import load_vlm
+from gendata.masking import (MaskSpec, export_masked_checkpoint, masked, masked_parameters,
+                             masked_state_dict, plan_masks, tensor_thresholds)
+from gendata.schedule import MaskSchedule
+
+RATIOS = [0.0, 0.05, 0.1, 0.15, 0.2]
+
+
+@pytest.fixture(scope="module")
+def model(tiny_checkpoints):
+    return load_vlm(tiny_checkpoints["qwen2_vl"])[0]
+
+
+def reference_mask(w: torch.Tensor, r: float) -> torch.Tensor:
+    """Independent reference: zero exactly the round(r*n) smallest |w| (argsort)."""
+    flat = w.detach().abs().reshape(-1)
+    k = round(r * flat.numel())
+    keep = torch.ones_like(flat, dtype=torch.bool)
+    keep[torch.argsort(flat, stable=True)[:k]] = False
+    return keep.reshape(w.shape)
+
+
+def test_default_selection_is_linear_weights_only(model):
+    names = masked_parameters(model)
+    assert names and all(n.endswith(".weight") for n in names)
+    linear = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)}
+    assert all(id(p) in linear for p in names.values())
+    assert not any("embed" in n or "norm" in n or "lm_head" in n for n in names)
+    assert any(n.startswith("model.visual") for n in names) and any("language_model" in n for n in names)
+
+
+@pytest.mark.parametrize("ratio", [0.05, 0.2, 0.5])
+def test_masks_equal_reference_per_tensor_and_restore_bit_exactly(model, ratio):
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    params = masked_parameters(model)
+    plan = plan_masks(model, RATIOS + [0.5])
+    with masked(model, ratio, plan) as zeroed:
+        for name, p in params.items():
+            ref = reference_mask(before[name], ratio)
+            assert torch.equal(p != 0, ref & (before[name] != 0)), name
+            assert zeroed[name] == round(ratio * p.numel())  # a fraction r of that tensor, per layer
+        untouched = [k for k in before if k not in params]
+        assert all(torch.equal(model.state_dict()[k], before[k]) for k in untouched)
+    after = model.state_dict()
+    assert all(torch.equal(after[k], before[k]) for k in before)  # bit-exact restore
+
+
+def test_restore_happens_on_error(model):
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(RuntimeError):
+        with masked(model, 0.3):
+            raise RuntimeError("boom")
+    assert all(torch.equal(model.state_dict()[k], before[k]) for k in before)
+
+
+def test_radix_selection_equals_sort(monkeypatch):
+    w = torch.randn(300_000) * torch.rand(300_000) ** 3
+    w[:5000] = 0.0  # ties and zeros
+    exact = tensor_thresholds(w, RATIOS + [1.0])
+    monkeypatch.setattr(masking, "SORT_LIMIT", 1000)  # force the large-tensor path
+    assert tensor_thresholds(w, RATIOS + [1.0]) == exact
+    assert exact[0] == 0.0 and exact[-1] == float("inf")
+
+
+def test_custom_spec_and_state_dict_export(model, tiny_checkpoints, tmp_path):
+    spec = MaskSpec(include=("*mlp*",))
+    chosen = masked_parameters(model, spec)
+    assert chosen and all("mlp" in n for n in chosen)
+    sd = masked_state_dict(model, 0.2, spec=spec)
+    name = next(iter(chosen))
+    assert (sd[name] == 0).float().mean().item() == pytest.approx(0.2, abs=0.01)
+    assert (model.state_dict()[name] == 0).float().mean().item() < 0.01  # the model is untouched
+    out = export_masked_checkpoint(tiny_checkpoints["qwen2_vl"], 0.2, tmp_path / "masked")
+    reloaded, _ = load_vlm(out)
+    p = dict(reloaded.named_parameters())[name]
+    assert (p == 0).float().mean().item() == pytest.approx(0.2, abs=0.01)
+
+
+def test_paper_schedule():
+    assert MaskSchedule(r_max=0.2, step=0.05, iterations=5).ratios() == [0.2, 0.15, 0.1, 0.05, 0.0]
+    assert MaskSchedule(r_max=0.4, step=0.05, iterations=9).ratios()[0] == 0.4
+    assert MaskSchedule(kind="constant", r_max=0.1, iterations=3).ratios() == [0.1] * 3
+    assert MaskSchedule(kind="linear", r_max=0.3, iterations=4).ratios() == [0.3, 0.2, 0.1, 0.0]
+    with pytest.raises(ValueError, match="must divide"):
+        MaskSchedule(r_max=0.2, step=0.03)
