@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from schemas.snapshot import DATA_DIR, SNAPSHOT_ROW_SCHEMA
-from schemas.snapshot_folder import card_front_matter
+from schemas.snapshot import DATA_DIR
 
 
-def render_card(*, name: str, version: int, reward_config: dict[str, Any], filters: dict[str, Any],
-                num_rows: int, stats: list[dict[str, Any]], created_at: str) -> str:
-    front = card_front_matter(SNAPSHOT_ROW_SCHEMA, num_rows,
-                              tags=["masters-distill", "gen-data", "distillation", "vision-language"])
+TAGS = ["masters-distill", "gen-data", "distillation", "vision-language"]
+
+
+def render_card(*, front: str, name: str, version: int, reward_config: dict[str, Any],
+                filters: dict[str, Any], num_rows: int, stats: list[dict[str, Any]], created_at: str) -> str:
+    """The card: ``front`` (the YAML block of the snapshot writer) and a human part."""
     table = "\n".join(
         f"| {s['source']} | {s['n']} | {s['groups']} | {s['mean_reward']:.4f} | "
         f"{s['mean_r_acc']:.4f} | {s['mean_divergence']:.4f} |" for s in stats)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 
-from catalog.card import render_card
+from catalog.card import TAGS, render_card
 from catalog.store import Catalog
 from schemas.errors import SnapshotError, SnapshotExistsError, UnknownSnapshotError
 from schemas.ids import content_id
@@ -128,7 +128,8 @@ def create_snapshot(catalog: Catalog, name: str, reward_config_id: str, *,
             reader = con.execute(query, params).to_arrow_reader(ROW_GROUP_SIZE)
             writer.write_rows(reader, SNAPSHOT_ROW_SCHEMA, total, rows_per_file, progress)
             writer.write_text("README.md", render_card(
-                name=name, version=version, reward_config=config_row, filters=filters,
+                front=writer.front_matter(SNAPSHOT_ROW_SCHEMA, TAGS), name=name, version=version,
+                reward_config=config_row, filters=filters,
                 num_rows=total, stats=stats, created_at=datetime.now(timezone.utc).isoformat()))
             writer.finish(name=name, catalog_version=version, reward_config_id=reward_config_id,
                           configs={"reward_config": config_row, "filters": filters,

@@ -8,7 +8,7 @@ import pyarrow as pa
 
 from gendata.questions import QuestionSet
 from schemas.snapshot import SFT_ROW_SCHEMA
-from schemas.snapshot_folder import SnapshotFolderWriter, card_front_matter
+from schemas.snapshot_folder import SnapshotFolderWriter
 
 
 def sft_rows(qs: QuestionSet) -> pa.Table:
@@ -27,8 +27,7 @@ def write_sft_folder(qs: QuestionSet, folder: str | Path, name: str) -> Path:
     folder.parent.mkdir(parents=True, exist_ok=True)
     with SnapshotFolderWriter(folder) as w:
         w.write_rows([table], SFT_ROW_SCHEMA, table.num_rows)
-        w.write_text("README.md", card_front_matter(SFT_ROW_SCHEMA, table.num_rows,
-                                                    tags=["masters-distill", "sft"])
+        w.write_text("README.md", w.front_matter(SFT_ROW_SCHEMA, tags=["masters-distill", "sft"])
                      + f"\n# SFT data `{name}`\n\n{table.num_rows} questions with ground-truth "
                        "completions (teacher warm-up).\n")
         w.finish(name=name, catalog_version=-1, reward_config_id="",

@@ -35,7 +35,8 @@ def hf_features(schema: pa.Schema):
     return features
 
 
-def card_front_matter(schema: pa.Schema, num_rows: int, tags: list[str] | None = None) -> str:
+def card_front_matter(schema: pa.Schema, num_rows: int, tags: list[str] | None = None,
+                      data_glob: str = f"{DATA_DIR}/{SPLIT}-*.parquet") -> str:
     """The YAML block the Hub and `datasets` read: configs, dataset_info, tags."""
     import datasets
 
@@ -44,7 +45,7 @@ def card_front_matter(schema: pa.Schema, num_rows: int, tags: list[str] | None =
     info.splits.add(datasets.SplitInfo(name=SPLIT, num_examples=num_rows))
     doc = {
         "configs": [{"config_name": "default",
-                     "data_files": [{"split": SPLIT, "path": f"{DATA_DIR}/{SPLIT}-*.parquet"}]}],
+                     "data_files": [{"split": SPLIT, "path": data_glob}]}],
         "dataset_info": info._to_yaml_dict(),
         "tags": tags or ["masters-distill"],
     }
@@ -68,6 +69,11 @@ class SnapshotFolderWriter:
         self.files: list[str] = []
         self.num_rows = 0
         self.manifest: Manifest | None = None
+        # Shard names carry a token unique to this snapshot: `datasets` caches a local folder by
+        # its name and its data-file pattern only, so two snapshots called alike would otherwise
+        # share (stale) cache entries in `load_dataset(folder)`.
+        self.uid = uuid.uuid4().hex[:12]
+        self.data_glob = f"{DATA_DIR}/{SPLIT}-{self.uid}-*.parquet"
 
     def __enter__(self) -> "SnapshotFolderWriter":
         if self.final.exists():
@@ -95,7 +101,7 @@ class SnapshotFolderWriter:
                 start = 0
                 while start < table.num_rows:
                     if writer is None:
-                        rel = f"{DATA_DIR}/{SPLIT}-{len(shards):05d}-of-{n_files:05d}.parquet"
+                        rel = f"{DATA_DIR}/{SPLIT}-{self.uid}-{len(shards):05d}-of-{n_files:05d}.parquet"
                         writer = pq.ParquetWriter(self.tmp / rel, schema)
                         shards.append(rel)
                     take = min(rows_per_file - in_file, table.num_rows - start)
@@ -114,6 +120,10 @@ class SnapshotFolderWriter:
                                 f"in {n_files}: the source changed while writing; retry")
         self.files += shards
         self.num_rows += written
+
+    def front_matter(self, schema: pa.Schema, tags: list[str] | None = None) -> str:
+        """The card's YAML for the rows written so far, pointing at this snapshot's shards."""
+        return card_front_matter(schema, self.num_rows, tags, self.data_glob)
 
     def write_text(self, rel: str, text: str) -> None:
         (self.tmp / rel).write_text(text)

@@ -17,12 +17,16 @@ def load_verified(folder: str | os.PathLike) -> tuple[datasets.Dataset, Manifest
     A missing, changed or incomplete file raises SnapshotVerificationError naming it."""
     folder = Path(folder)
     manifest = verify_snapshot(folder)
+    digest = manifest_sha256(folder)
     files = sorted(str(p) for p in (folder / DATA_DIR).glob("*.parquet"))
-    ds = datasets.load_dataset("parquet", data_files={"train": files}, split="train")
+    # the Arrow cache is keyed by the verified manifest: a different snapshot never reuses it
+    cache = Path(os.environ.get("MASTERS_DATASETS_CACHE", Path.home() / ".cache" / "masters-distill" / "datasets"))
+    ds = datasets.load_dataset("parquet", data_files={"train": files}, split="train",
+                               cache_dir=str(cache / digest[:16]))
     expected = sum(manifest.row_counts.values())
     if ds.num_rows != expected:
         raise SnapshotError(f"{folder}: {ds.num_rows} rows read, manifest says {expected}")
-    return ds, manifest, manifest_sha256(folder)
+    return ds, manifest, digest
 
 
 def to_prompt_completion(ds: datasets.Dataset, folder: str | os.PathLike = "") -> datasets.Dataset:

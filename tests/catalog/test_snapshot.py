@@ -3,6 +3,7 @@ written last, verified byte for byte, never overwritten."""
 
 import json
 import os
+import re
 
 import pyarrow.parquet as pq
 import pytest
@@ -54,17 +55,20 @@ def test_round_trip_through_datasets(snap):
 def test_layout_manifest_and_card(snap):
     cat, tables, config, info = snap
     files = sorted(p.relative_to(info.path).as_posix() for p in info.path.rglob("*") if p.is_file())
-    assert files == ["README.md", "data/train-00000-of-00001.parquet", MANIFEST_NAME]
+    assert len(files) == 3 and files[0] == "README.md" and files[2] == MANIFEST_NAME
+    shard = files[1]
+    assert re.fullmatch(r"data/train-[0-9a-f]{12}-00000-of-00001\.parquet", shard)
     manifest = json.loads((info.path / MANIFEST_NAME).read_text())
     assert manifest["catalog_version"] == info.catalog_version == cat.current_version() - 1
     assert manifest["reward_config_id"] == config.id
     assert manifest["configs"]["reward_config"]["w_acc"] == config.w_acc
     assert manifest["row_counts"] == {"train": tables["rewards"].num_rows}
-    assert set(manifest["files"]) == {"README.md", "data/train-00000-of-00001.parquet"}
-    assert pq.read_schema(info.path / "data/train-00000-of-00001.parquet").remove_metadata() \
+    assert set(manifest["files"]) == {"README.md", shard}
+    assert pq.read_schema(info.path / shard).remove_metadata() \
         .equals(SNAPSHOT_ROW_SCHEMA.remove_metadata())
     card = (info.path / "README.md").read_text()
     assert card.startswith("---\nconfigs:") and "dtype: image" in card and "num_examples: " in card
+    assert f"path: data/train-{shard.split('-')[1]}-*.parquet" in card
     assert {oct((info.path / f).stat().st_mode & 0o777) for f in files} == {"0o444"}
 
 
@@ -80,13 +84,13 @@ def test_snapshot_is_registered_for_lineage(snap):
 def test_verify_names_a_changed_byte(snap):
     _, _, _, info = snap
     verify_snapshot(info.path)
-    target = info.path / "data/train-00000-of-00001.parquet"
+    target = next((info.path / "data").glob("*.parquet"))
     os.chmod(target, 0o644)
     data = bytearray(target.read_bytes())
     data[len(data) // 2] ^= 0x01
     target.write_bytes(bytes(data))
     with pytest.raises(SnapshotVerificationError,
-                       match=r"data/train-00000-of-00001.parquet: changed \(sha256"):
+                       match=rf"data/{target.name}: changed \(sha256"):
         verify_snapshot(info.path)
 
 
@@ -203,3 +207,24 @@ def test_an_edited_manifest_is_caught_against_the_record(snap):
     verify_snapshot(info.path)  # self-consistent on its own...
     with pytest.raises(SnapshotVerificationError, match="manifest.json: changed"):
         verify_snapshot(info.path, expected_manifest_sha256=info.manifest_sha256)  # ...not vs the record
+
+
+def test_snapshots_named_alike_never_share_a_datasets_cache(tmp_path):
+    """`datasets` caches a local folder by its name and data-file pattern; the per-snapshot shard
+    token keeps two snapshots called alike (two catalogs, two runs) apart."""
+    import datasets
+
+    from catalog import Catalog
+    from masters.synthetic_gendata import synthetic_gendata
+
+    loaded = []
+    for seed in (1, 2):
+        tables, config = synthetic_gendata(num_questions=3, seed=seed)
+        with Catalog.open(tmp_path / f"cat{seed}") as cat:
+            with cat.commit("gen") as tx:
+                for name, table in tables.items():
+                    tx.append(name, table)
+            info = create_snapshot(cat, "iter0", config.id, progress=False)
+        loaded.append(sorted(datasets.load_dataset(str(info.path), split="train")["response_id"]))
+        assert loaded[-1] == sorted(tables["rewards"].column("response_id").to_pylist())
+    assert loaded[0] != loaded[1]
