@@ -48,15 +48,24 @@ class TokenSummary:
     topk_logprobs: np.ndarray  # (T, k)
 
 
+def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.einsum("tv,tv->t", a, b)
+
+
 def summarise(t_logits: torch.Tensor, s_logits: torch.Tensor, token_ids: torch.Tensor, top_k: int) -> TokenSummary:
-    """Per-token summaries of two (T, V) logit tensors for the emitted ``token_ids`` (T,)."""
+    """Per-token summaries of two (T, V) logit tensors for the emitted ``token_ids`` (T,).
+
+    With p, q the teacher and student distributions and m = (p + q) / 2:
+    JSD = (sum p log p + sum q log q) / 2 - sum m log m, KL(p||q) = sum p log p - sum p log q,
+    KL(q||p) = sum q log q - sum q log p: five row dot products over the vocabulary."""
     t = t_logits.float().log_softmax(-1)
     s = s_logits.float().log_softmax(-1)
     p, q = t.exp(), s.exp()
-    log_m = torch.logaddexp(t, s) - LN2
-    jsd = 0.5 * ((p * (t - log_m)).sum(-1) + (q * (s - log_m)).sum(-1))
-    kl_f = (p * (t - s)).sum(-1)
-    kl_r = (q * (s - t)).sum(-1)
+    m = (p + q).mul_(0.5)
+    m_log_m = _rowdot(m, m.clamp_min(1e-38).log())
+    p_t, q_s, p_s, q_t = _rowdot(p, t), _rowdot(q, s), _rowdot(p, s), _rowdot(q, t)
+    jsd = 0.5 * (p_t + q_s) - m_log_m
+    kl_f, kl_r = p_t - p_s, q_s - q_t
     tok = token_ids.unsqueeze(-1)
     top_v, top_i = t.topk(min(top_k, t.shape[-1]), dim=-1)
     return TokenSummary(s.gather(-1, tok).squeeze(-1).numpy(), t.gather(-1, tok).squeeze(-1).numpy(),
@@ -104,16 +113,23 @@ def score_group(teacher, student, processor, prompt: str, image, completions: Se
         h_t = _hidden(teacher, inputs)
     h_s = _hidden(student, inputs)
     head_t, head_s = teacher.get_output_embeddings(), student.get_output_embeddings()
-    out = []
-    for j, comp in enumerate(completions):
-        ids_j = torch.tensor(list(comp))
-        parts = []
-        for start in range(0, len(comp), config.chunk):
-            stop = min(len(comp), start + config.chunk)
-            rows = slice(p_len - 1 + start, p_len - 1 + stop)
-            parts.append(summarise(head_t(h_t[j, rows]).cpu(), head_s(h_s[j, rows]).cpu(),
-                                   ids_j[start:stop], config.top_k))
-        out.append(_concat(parts))
+    # the positions predicting each completion token, of every response, in one flat list
+    rows = torch.cat([torch.arange(len(c)) + (p_len - 1) + j * inputs["input_ids"].shape[1]
+                      for j, c in enumerate(completions)])
+    flat_t = h_t.reshape(-1, h_t.shape[-1])[rows]
+    flat_s = h_s.reshape(-1, h_s.shape[-1])[rows]
+    ids = torch.cat([torch.tensor(list(c)) for c in completions])
+    parts = []
+    for start in range(0, len(ids), config.chunk):  # bounded memory: chunk x vocab at a time
+        stop = start + config.chunk
+        parts.append(summarise(head_t(flat_t[start:stop]).cpu(), head_s(flat_s[start:stop]).cpu(),
+                               ids[start:stop], config.top_k))
+    whole = _concat(parts)
+    out, offset = [], 0
+    for c in completions:
+        out.append(TokenSummary(*[getattr(whole, f)[offset:offset + len(c)]
+                                  for f in TokenSummary.__dataclass_fields__]))
+        offset += len(c)
     return out
 
 

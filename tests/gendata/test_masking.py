@@ -64,9 +64,13 @@ def test_restore_happens_on_error(model):
 def test_radix_selection_equals_sort(monkeypatch):
     w = torch.randn(300_000) * torch.rand(300_000) ** 3
     w[:5000] = 0.0  # ties and zeros
-    exact = tensor_thresholds(w, RATIOS + [1.0])
-    monkeypatch.setattr(masking, "SORT_LIMIT", 1000)  # force the large-tensor path
-    assert tensor_thresholds(w, RATIOS + [1.0]) == exact
+    exact = masking._thresholds_by_sort(w.abs(), RATIOS + [1.0])
+    assert tensor_thresholds(w, RATIOS + [1.0]) == exact  # 300k elements: the radix path
+    small = torch.randn(37)
+    assert masking._thresholds_by_radix(small.abs(), [0.3]) == masking._thresholds_by_sort(small.abs(), [0.3])
+    monkeypatch.setattr(masking, "_thresholds_by_radix", None)
+    monkeypatch.setattr(masking, "SORT_LIMIT", 10**9)
+    assert tensor_thresholds(w, RATIOS + [1.0]) == exact  # and the sort path agrees
     assert exact[0] == 0.0 and exact[-1] == float("inf")
 
 

@@ -1,0 +1,89 @@
+"""Mask thresholds for every ratio of a schedule: masters-distill (one sort per tensor, all
+ratios) vs torch.nn.utils.prune.l1_unstructured (one pruning pass per tensor and ratio), and vs
+one plain read pass over the weights (the floor: |w| summed once). Same model, same process.
+
+    python benchmarks/masking.py [--hidden 1024 --layers 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from torch.nn.utils import prune
+
+from gendata.masking import masked_parameters, plan_masks
+from gendata.schedule import MaskSchedule
+
+
+def build(hidden: int, layers: int):
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    heads = max(4, hidden // 64)
+    half = hidden // heads // 2
+    hw = (half - half // 4) // 2
+    cfg = Qwen2VLConfig(
+        text_config=dict(vocab_size=32000, hidden_size=hidden, intermediate_size=4 * hidden,
+                         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
+                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                          "mrope_section": [half - 2 * hw, hw, hw]}),
+        vision_config=dict(depth=4, embed_dim=hidden // 2, hidden_size=hidden, num_heads=4, mlp_ratio=4))
+    torch.manual_seed(0)
+    return Qwen2VLForConditionalGeneration(cfg)
+
+
+def _timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--hidden", type=int, default=1024)
+    ap.add_argument("--layers", type=int, default=8)
+    args = ap.parse_args()
+    model = build(args.hidden, args.layers)
+    params = masked_parameters(model)
+    n = sum(p.numel() for p in params.values())
+    ratios = [r for r in MaskSchedule().ratios() if r > 0]  # 0.2, 0.15, 0.1, 0.05
+    print(f"model: {sum(p.numel() for p in model.parameters()):,} parameters, {len(params)} masked "
+          f"tensors ({n:,} weights); ratios {ratios}")
+
+    def read_pass() -> float:
+        with torch.no_grad():
+            return sum(float(p.abs().sum()) for p in params.values())
+
+    t_read = min(_timed(read_pass)[1] for _ in range(3))
+    floor = read_pass()
+    plan, t_ours = _timed(lambda: plan_masks(model, ratios))
+
+    original = {name: p.detach().clone() for name, p in params.items()}
+    t_prune = 0.0
+    mismatches = 0
+    for r in ratios:
+        t0 = time.perf_counter()
+        pruned = {}
+        for name in params:
+            module = model.get_submodule(name.rsplit(".", 1)[0])
+            prune.l1_unstructured(module, "weight", amount=r)
+            pruned[name] = int((module.weight_mask == 0).sum())
+            prune.remove(module, "weight")
+        t_prune += time.perf_counter() - t0
+        with torch.no_grad():  # put the original weights back (not timed) and compare the masks
+            for name, p in masked_parameters(model).items():
+                p.copy_(original[name])
+                ours = int((original[name].abs() < plan.threshold(name, r)).sum())
+                mismatches += ours != pruned[name]
+    assert floor > 0
+    print(f"zeroed counts equal to prune's for every tensor and ratio: {mismatches == 0} "
+          f"({mismatches} mismatches)")
+    print(f"one read pass over the weights     : {t_read:7.3f} s")
+    print(f"masters plan_masks (all ratios)    : {t_ours:7.3f} s  = {t_ours / t_read:5.1f}x the read pass")
+    print(f"prune.l1_unstructured (per ratio)  : {t_prune:7.3f} s  = {t_prune / t_read:5.1f}x the read pass")
+    print(f"speed-up over per-ratio pruning    : {t_prune / t_ours:5.2f}x")
+
+
+if __name__ == "__main__":
+    main()
