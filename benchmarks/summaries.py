@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from gendata.hf_generate import _inputs
 from gendata.backends import SamplingConfig, TransformersBackend, generate_responses
 from gendata.masking import masked, plan_masks
 from gendata.scoring import ScoringConfig, _teacher_forced_inputs, score_group, token_stats_row
@@ -60,6 +61,8 @@ def main() -> None:
     ap.add_argument("--questions", type=int, default=24)
     ap.add_argument("--n", type=int, default=4, help="responses per source and question")
     ap.add_argument("--max-new-tokens", type=int, default=24)
+    ap.add_argument("--long", type=int, default=64, help="also score free-running continuations of "
+                    "this many tokens per student response (0: off)")
     args = ap.parse_args()
     ladder = ensure_ladder(progress=False)
     teacher_b = TransformersBackend(str(ladder / "models" / "L"), mask_ratio=0.2)
@@ -74,6 +77,17 @@ def main() -> None:
         for t in generate_responses(eng, qs.questions, images, iteration_id="bench", source=source,
                                     model_id=source, mask_ratio=ratio, n=args.n, seed=0, sampling=sampling):
             responses += t.to_pylist()
+    if args.long:  # tiny models answer in 2-3 tokens; also score long free-running continuations
+        eos = student.generation_config.eos_token_id
+        for r in list(responses):
+            if r["source"] != "student":
+                continue
+            inputs = _inputs(student, processor, [r["prompt"]], [images[r["question_id"]]])
+            torch.manual_seed(len(responses))
+            out = student.generate(**inputs, do_sample=True, max_new_tokens=args.long,
+                                   min_new_tokens=args.long, pad_token_id=processor.tokenizer.pad_token_id)
+            ids = [t for t in out[0, inputs["input_ids"].shape[1]:].tolist() if t != eos]
+            responses.append({**r, "response_id": r["response_id"] + "-long", "token_ids": ids})
     plan = plan_masks(teacher, [0.2])
     by_q: dict[str, list[dict]] = {}
     for r in responses:
