@@ -4,6 +4,7 @@ naive-distillation baseline (SFT on teacher responses)."""
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ from trainer.data import load_verified, to_prompt_completion
 
 def train_sft(config: SFTRunConfig) -> dict[str, Any]:
     """Train, save the checkpoint (+ meta.json) to ``config.output_dir``, return the metrics."""
+    # TRL 1.16 passes the old argument name to transformers 5: harmless, and not the user's doing
+    warnings.filterwarnings("ignore", message=".*gradient_checkpointing.* is deprecated", category=FutureWarning)
     ds, manifest, manifest_hash = load_verified(config.snapshot)
     train = to_prompt_completion(ds, config.snapshot)
     torch.manual_seed(config.seed)
