@@ -86,9 +86,14 @@ class VLLMBackend:
 
             self._tmp = tempfile.TemporaryDirectory(prefix="masked-")
             path = str(export_masked_checkpoint(path, mask_ratio, self._tmp.name, mask_spec))
+        from transformers import GenerationConfig
+
         self.processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+        # vLLM ignores generation_config.suppress_tokens: turn them into a logit bias
+        suppress = getattr(GenerationConfig.from_pretrained(path), "suppress_tokens", None) or []
+        self.logit_bias = {int(t): -100.0 for t in suppress}
         self.llm = LLM(model=path, trust_remote_code=trust_remote_code,
-                       limit_mm_per_prompt={"image": 1}, **engine_kwargs)
+                       limit_mm_per_prompt={"image": 1, "video": 0}, **engine_kwargs)
 
     def sample(self, prompts, images, n, sampling, seeds):
         from vllm import SamplingParams
@@ -100,18 +105,32 @@ class VLLMBackend:
         params = [SamplingParams(n=n, temperature=sampling.temperature, top_p=sampling.top_p,
                                  top_k=sampling.top_k if sampling.top_k > 0 else -1,
                                  repetition_penalty=sampling.repetition_penalty,
-                                 max_tokens=sampling.max_new_tokens, seed=seed, logprobs=0)
+                                 max_tokens=sampling.max_new_tokens, seed=seed, logprobs=0,
+                                 logit_bias=self.logit_bias or None)
                   for seed in seeds]
         out = []
         for result in self.llm.generate(requests, params, use_tqdm=False):
             group = []
             for c in result.outputs:
-                lps = [next(iter(d.values())).logprob for d in (c.logprobs or [])]
+                lps = [d[t].logprob for t, d in zip(c.token_ids, c.logprobs or [])]
                 group.append(Sample(token_ids=list(c.token_ids), text=c.text,
-                                    finish_reason="length" if c.finish_reason == "length" else "stop",
-                                    logprobs=lps))
+                                    finish_reason=c.finish_reason or "stop", logprobs=lps))
             out.append(group)
         return out
+
+
+    def close(self) -> None:
+        """Free the engine (and its GPU memory) before starting another one in this process."""
+        import gc
+
+        import torch
+
+        del self.llm
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if self._tmp is not None:
+            self._tmp.cleanup()
 
 
 BACKENDS: dict[str, type] = {"transformers": TransformersBackend, "vllm": VLLMBackend}

@@ -79,8 +79,9 @@ def generate(model, processor, prompts: Sequence[str], images: Sequence, *, n: i
             kwargs.update(temperature=None, top_p=None, top_k=None)
         res = model.generate(**inputs, **kwargs)
         new = res.sequences[:, inputs["input_ids"].shape[1]:]
-        logps = torch.stack(res.logits, dim=1).float().log_softmax(-1)  # (B*n, T, V), raw logits
-        chosen = logps.gather(-1, new.unsqueeze(-1)).squeeze(-1)
+        # log-prob of each sampled token under the raw logits, one step at a time ((B*n, V) each)
+        chosen = torch.stack([step.float().log_softmax(-1).gather(-1, new[:, i:i + 1]).squeeze(-1)
+                              for i, step in enumerate(res.logits)], dim=1)
         for row in range(0, new.shape[0], n):
             group = []
             for j in range(row, row + n):

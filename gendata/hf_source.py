@@ -78,6 +78,16 @@ def _probe(data: bytes) -> tuple[str, int, int]:
         return img.format or "unknown", img.width, img.height
 
 
+def _as_letter(answer: str, choices: list[str]) -> str | None:
+    letters = [chr(65 + i) for i in range(len(choices))]
+    if answer.upper() in letters and len(answer) == 1:
+        return answer.upper()
+    if answer.isdigit() and int(answer) < len(choices):  # a 0-based option index
+        return letters[int(answer)]
+    named = [i for i, c in enumerate(choices) if c.strip().lower() == answer.strip().lower()]
+    return letters[named[0]] if len(named) == 1 else None
+
+
 def hf_questions(source: str | os.PathLike, mapping: ColumnMapping | None = None, *,
                  split: str = "train", source_name: str | None = None,
                  skip_bad: bool = False, limit: int | None = None) -> QuestionSet:
@@ -117,6 +127,13 @@ def hf_questions(source: str | os.PathLike, mapping: ColumnMapping | None = None
             problems.append(f"{where}: empty answer (column {mapping.answer!r})")
             continue
         choices = [str(c) for c in (row[mapping.choices] or [])] if mapping.choices else []
+        if choices:  # multiple choice: the answer must become the option's letter
+            letter = _as_letter(answer, choices)
+            if letter is None:
+                problems.append(f"{where}: answer {answer!r} is neither an option letter "
+                                f"(A-{chr(64 + len(choices))}), an option index, nor one of the options")
+                continue
+            answer = letter
         answer_type = "letter" if choices else ("number" if _NUMERIC.match(answer) else "word")
         builder.add(image=data, question=format_prompt(question, choices), answer=answer,
                     split=split, qtype=str(row[mapping.qtype]) if mapping.qtype else name,

@@ -68,7 +68,7 @@ def _thresholds_by_sort(a: torch.Tensor, ratios: Sequence[float]) -> list[float]
     return [float("inf") if k >= n else (float(s[k]) if k > 0 else 0.0) for k in _ranks(n, ratios)]
 
 
-def _thresholds_by_radix(a: torch.Tensor, ratios: Sequence[float], chunk: int = 1 << 22) -> list[float]:
+def _thresholds_by_radix(a: torch.Tensor, ratios: Sequence[float], chunk: int = 1 << 22) -> list[float]:  # noqa: C901
     """Exact k-th smallest values of a non-negative float32 tensor of any size: non-negative
     floats order like their bit patterns, so bucket by the high 16 bits (one pass), then sort the
     members of the few buckets that hold the wanted ranks (second pass)."""
@@ -107,9 +107,12 @@ def _thresholds_by_radix(a: torch.Tensor, ratios: Sequence[float], chunk: int = 
     return out
 
 
-def tensor_thresholds(w: torch.Tensor, ratios: Sequence[float]) -> list[float]:
+def tensor_thresholds(w: torch.Tensor, ratios: Sequence[float], name: str = "tensor") -> list[float]:
     """lambda_r for each ratio: masking keeps |w| >= lambda_r (0 keeps all, inf zeroes all)."""
     a = w.detach().abs().float().reshape(-1).cpu()
+    if not torch.isfinite(a).all():
+        raise ValueError(f"{name} holds non-finite weights (NaN/inf): no magnitude threshold is "
+                         "meaningful; fix the checkpoint before masking it")
     return _thresholds_by_sort(a, ratios) if a.numel() <= SORT_LIMIT else _thresholds_by_radix(a, ratios)
 
 
@@ -132,7 +135,7 @@ def plan_masks(model: nn.Module, ratios: Sequence[float], spec: MaskSpec | None 
     for r in ratios:
         if not 0.0 <= r <= 1.0:
             raise ValueError(f"mask ratio {r} is outside [0, 1]")
-    return MaskPlan(ratios, {n: tensor_thresholds(p, ratios)
+    return MaskPlan(ratios, {n: tensor_thresholds(p, ratios, n)
                              for n, p in masked_parameters(model, spec).items()})
 
 
@@ -142,6 +145,9 @@ def masked(model: nn.Module, ratio: float, plan: MaskPlan | None = None,
     """Apply the mask for ``ratio`` in place; on exit restore the original weights bit-exactly.
     Only the zeroed entries (and a boolean mask) are kept aside, not a copy of the model.
     Yields the number of zeroed entries per tensor."""
+    if ratio <= 0:  # nothing to mask: no plan, no pass over the weights
+        yield {}
+        return
     params = masked_parameters(model, spec)
     plan = plan or plan_masks(model, [ratio], spec)
     saved: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -149,8 +155,6 @@ def masked(model: nn.Module, ratio: float, plan: MaskPlan | None = None,
     try:
         with torch.no_grad():
             for name, p in params.items():
-                if ratio <= 0:
-                    continue
                 drop = p.abs() < plan.threshold(name, ratio)
                 saved[name] = (drop, p[drop].clone())
                 p[drop] = 0
@@ -171,13 +175,14 @@ def masked_state_dict(model: nn.Module, ratio: float, plan: MaskPlan | None = No
 
 def export_masked_checkpoint(src, ratio: float, out, spec: MaskSpec | None = None) -> Path:
     """Write a copy of checkpoint ``src`` with the mask for ``ratio`` applied (weights, config,
-    processor), for engines that load weights from a folder (vLLM)."""
+    processor), for engines that load weights from a folder (vLLM). The weights keep their
+    dtype; the model is held in memory once (streaming shard by shard is not done yet)."""
     import shutil
 
     from transformers import AutoModelForImageTextToText
 
     src, out = Path(src), Path(out)
-    model = AutoModelForImageTextToText.from_pretrained(src, dtype=torch.float32)
+    model = AutoModelForImageTextToText.from_pretrained(src, dtype="auto")
     out.mkdir(parents=True, exist_ok=True)
     with masked(model, ratio, spec=spec):
         model.save_pretrained(out)

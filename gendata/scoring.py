@@ -23,7 +23,7 @@ import torch
 from pydantic import Field
 
 from gendata.hf_generate import _inputs
-from gendata.masking import MaskPlan, masked
+from gendata.masking import MaskPlan, MaskSpec, masked, plan_masks
 from schemas import ids
 from schemas import token_codec as codec
 from schemas.config import StrictModel
@@ -59,9 +59,10 @@ def _summary_core(t_logits: torch.Tensor, s_logits: torch.Tensor, token_ids: tor
     p, q = t.exp(), s.exp()
     m = (p + q) * 0.5
     d = t - s
-    jsd = 0.5 * ((p * t).sum(-1) + (q * s).sum(-1)) - torch.xlogy(m, m).sum(-1)
-    kl_f = (p * d).sum(-1)
-    kl_r = -(q * d).sum(-1)
+    # xlogy and where(): a token with zero probability (a -inf logit) contributes 0, not NaN
+    jsd = 0.5 * (torch.xlogy(p, p).sum(-1) + torch.xlogy(q, q).sum(-1)) - torch.xlogy(m, m).sum(-1)
+    kl_f = torch.where(p > 0, p * d, 0.0).sum(-1)
+    kl_r = -torch.where(q > 0, q * d, 0.0).sum(-1)
     tok = token_ids.unsqueeze(-1)
     top_v, top_i = t.topk(top_k, dim=-1)
     return (s.gather(-1, tok).squeeze(-1), t.gather(-1, tok).squeeze(-1), jsd.clamp_min(0),
@@ -127,24 +128,25 @@ def _teacher_forced_inputs(model, processor, prompt: str, image, completions: Se
 
 @torch.no_grad()
 def score_group(teacher, student, processor, prompt: str, image, completions: Sequence[Sequence[int]],
-                teacher_mask_ratio: float, plan: MaskPlan | None, config: ScoringConfig) -> list[TokenSummary]:
-    """Summaries for several responses to one prompt/image (one batched pass per model)."""
+                teacher_mask_ratio: float, plan: MaskPlan | None, config: ScoringConfig,
+                mask_spec: MaskSpec | None = None) -> list[TokenSummary]:
+    """Summaries for several responses to one prompt/image (one batched pass per model). The
+    teacher's logits, LM head included, are made while its mask is applied."""
     inputs, p_len = _teacher_forced_inputs(student, processor, prompt, image, completions)
-    with masked(teacher, teacher_mask_ratio, plan):
-        h_t = _hidden(teacher, inputs)
-    h_s = _hidden(student, inputs)
-    head_t, head_s = teacher.get_output_embeddings(), student.get_output_embeddings()
+    width = inputs["input_ids"].shape[1]
     # the positions predicting each completion token, of every response, in one flat list
-    rows = torch.cat([torch.arange(len(c)) + (p_len - 1) + j * inputs["input_ids"].shape[1]
-                      for j, c in enumerate(completions)])
-    flat_t = h_t.reshape(-1, h_t.shape[-1])[rows]
-    flat_s = h_s.reshape(-1, h_s.shape[-1])[rows]
+    rows = torch.cat([torch.arange(len(c)) + (p_len - 1) + j * width for j, c in enumerate(completions)])
     ids = torch.cat([torch.tensor(list(c)) for c in completions])
+    h_s = _hidden(student, inputs).flatten(0, 1)[rows]
+    head_s = student.get_output_embeddings()
     parts = []
-    for start in range(0, len(ids), config.chunk):  # bounded memory: chunk x vocab at a time
-        stop = start + config.chunk
-        parts.append(summarise(head_t(flat_t[start:stop]).cpu(), head_s(flat_s[start:stop]).cpu(),
-                               ids[start:stop], config.top_k, config.compile))
+    with masked(teacher, teacher_mask_ratio, plan, mask_spec):
+        h_t = _hidden(teacher, inputs).flatten(0, 1)[rows]
+        head_t = teacher.get_output_embeddings()
+        for start in range(0, len(ids), config.chunk):  # bounded memory: chunk x vocab at a time
+            stop = start + config.chunk
+            parts.append(summarise(head_t(h_t[start:stop]).cpu(), head_s(h_s[start:stop]).cpu(),
+                                   ids[start:stop], config.top_k, config.compile))
     whole = _concat(parts)
     out, offset = [], 0
     for c in completions:
@@ -158,6 +160,11 @@ def token_stats_row(response_id: str, summary: TokenSummary, *, teacher_model_id
                     teacher_mask_ratio: float, student_model_id: str, top_k: int,
                     now: datetime | None = None) -> dict:
     n = len(summary.jsd)
+    for field in ("student_logprobs", "teacher_logprobs", "jsd", "kl_forward", "kl_reverse", "topk_logprobs"):
+        values = getattr(summary, field)
+        if np.isnan(values).any():  # +/-inf is meaningful (a zero-probability token) and clips
+            raise ValueError(f"response {response_id}: NaN {field} in the scoring pass "
+                             "(a diverged model?); refusing to store it")
     return {
         "stats_id": ids.token_stats_id(response_id, teacher_model_id, teacher_mask_ratio,
                                        student_model_id, top_k, codec.ENCODING),
@@ -177,11 +184,13 @@ def score_responses(teacher, student, processor, responses: pa.Table,
                     image_of: Callable[[str], bytes] | Mapping[str, bytes], *, teacher_model_id: str,
                     teacher_mask_ratio: float, student_model_id: str, plan: MaskPlan | None = None,
                     config: ScoringConfig | None = None, skip: set[str] | None = None,
-                    groups_per_batch: int = 8) -> Iterator[pa.Table]:
+                    groups_per_batch: int = 8, mask_spec: MaskSpec | None = None) -> Iterator[pa.Table]:
     """token_stats tables for the responses (grouped by question), ``groups_per_batch`` groups at a
     time, so a caller committing each table loses at most one batch on a crash. Responses whose
     stats id is in ``skip`` are not scored again."""
     config = config or ScoringConfig()
+    if plan is None and teacher_mask_ratio > 0:  # thresholds once per run, not once per group
+        plan = plan_masks(teacher, [teacher_mask_ratio], mask_spec)
     lookup = image_of if callable(image_of) else image_of.__getitem__
     by_q: dict[tuple[str, str], list[dict]] = {}
     for r in responses.select(["response_id", "question_id", "prompt", "token_ids"]).to_pylist():
@@ -197,7 +206,7 @@ def score_responses(teacher, student, processor, responses: pa.Table,
         if not group:
             continue
         sums = score_group(teacher, student, processor, prompt, lookup(qid),
-                           [r["token_ids"] for r in group], teacher_mask_ratio, plan, config)
+                           [r["token_ids"] for r in group], teacher_mask_ratio, plan, config, mask_spec)
         rows += [token_stats_row(r["response_id"], s, teacher_model_id=teacher_model_id,
                                  teacher_mask_ratio=teacher_mask_ratio, student_model_id=student_model_id,
                                  top_k=config.top_k) for r, s in zip(group, sums)]

@@ -11,7 +11,7 @@ _NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?%?")
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")
 _LETTER_PATTERNS = [
     re.compile(r"^\s*\(?([A-Z])\)?\s*[.:)]?\s*$"),                      # "B", "(B)", "B."
-    re.compile(r"\b(?:answer|option|choice)\s*(?:is|:)?\s*\(?([A-Z])\b\)?", re.IGNORECASE),
+    re.compile(r"\b(?i:answer|option|choice)\s*(?i:is|:)?\s*\(?([A-Z])\b\)?"),  # letter: upper case
     re.compile(r"^\s*\(?([A-Z])[.):]\s"),                                # "B. square"
 ]
 

@@ -11,7 +11,7 @@ quantity               stored as       scale            range, resolution
 =====================  ==============  ===============  ===================================
 log-probs              int16           x 1024           [-32, 0] nats, 0.001 (clipped below)
 JSD                    int16           x 32768          [0, ln 2], 3e-5
-KL (forward, reverse)  int16           x 1024           [0, 32] nats, 0.001 (clipped above)
+KL (forward, reverse)  int16           x 1024           [0, 32) nats, 0.001 (clipped above)
 =====================  ==============  ===============  ===================================
 
 Decoding is one multiply (vectorised in numpy, or ``x / scale`` in SQL). The measured size

@@ -63,7 +63,13 @@ def test_vllm_backend_on_a_tiny_checkpoint(tiny_checkpoints, questions):
     qtable, images = questions
     eng = backend("vllm", str(tiny_checkpoints["qwen2_vl"]), mask_ratio=0.2, gpu_memory_utilization=0.3,
                   enforce_eager=True)
-    rows = [r for t in generate_responses(eng, qtable, images, iteration_id="it", source="teacher",
-                                          model_id="m", mask_ratio=0.2, n=4, seed=3) for r in t.to_pylist()]
+    kw = dict(iteration_id="it", source="teacher", model_id="m", mask_ratio=0.2, n=4, seed=3)
+    rows = [r for t in generate_responses(eng, qtable, images, **kw) for r in t.to_pylist()]
+    again = [r for t in generate_responses(eng, qtable, images, **kw) for r in t.to_pylist()]
     assert len(rows) == 4 * qtable.num_rows
     assert all(r["num_tokens"] > 0 for r in rows)
+    assert [r["token_ids"] for r in rows] == [r["token_ids"] for r in again]  # seeded per question
+    assert len({tuple(r["token_ids"]) for r in rows[:4]}) > 1  # n distinct samples
+    suppressed = set(eng.logit_bias)
+    assert suppressed and not suppressed & {t for r in rows for t in r["token_ids"]}
+    eng.close()

@@ -88,3 +88,16 @@ def test_questions_land_in_the_catalog(tmp_path):
         assert again.version is None and again.skipped == {"images": 2, "questions": 3}
         joined = cat.sql("SELECT count(*) FROM questions JOIN images USING (image_id)").column(0)[0]
         assert joined.as_py() == 3
+
+
+def test_multiple_choice_answers_become_letters(tmp_path):
+    rows = [
+        {"img": {"bytes": png("red"), "path": None}, "q": "Which?", "a": "blue", "opts": ["red", "blue"]},
+        {"img": {"bytes": png("red"), "path": None}, "q": "Which?", "a": "0", "opts": ["red", "blue"]},
+        {"img": {"bytes": png("red"), "path": None}, "q": "Which?", "a": "b", "opts": ["red", "blue"]},
+        {"img": {"bytes": png("red"), "path": None}, "q": "Which?", "a": "green", "opts": ["red", "blue"]},
+    ]
+    qs = hf_questions(save(tmp_path, rows), MAPPING, source_name="mc", skip_bad=True)
+    assert qs.questions.column("answer").to_pylist() == ["B", "A", "B"]
+    assert qs.problems == ["row 3 of mc: answer 'green' is neither an option letter (A-B), an option "
+                           "index, nor one of the options"]

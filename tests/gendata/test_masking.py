@@ -74,6 +74,20 @@ def test_radix_selection_equals_sort(monkeypatch):
     assert exact[0] == 0.0 and exact[-1] == float("inf")
 
 
+def test_radix_chunks_and_refuses_non_finite():
+    w = torch.randn(50_000)
+    assert masking._thresholds_by_radix(w.abs(), RATIOS, chunk=1024) == masking._thresholds_by_sort(w.abs(), RATIOS)
+    w[7] = float("nan")
+    with pytest.raises(ValueError, match="layer.x holds non-finite weights"):
+        tensor_thresholds(w, [0.1], "layer.x")
+
+
+def test_ratio_zero_touches_nothing(model, monkeypatch):
+    monkeypatch.setattr(masking, "plan_masks", None)  # no plan may be computed for ratio 0
+    with masked(model, 0.0) as zeroed:
+        assert zeroed == {}
+
+
 def test_custom_spec_and_state_dict_export(model, tiny_checkpoints, tmp_path):
     spec = MaskSpec(include=("*mlp*",))
     chosen = masked_parameters(model, spec)
@@ -82,10 +96,14 @@ def test_custom_spec_and_state_dict_export(model, tiny_checkpoints, tmp_path):
     name = next(iter(chosen))
     assert (sd[name] == 0).float().mean().item() == pytest.approx(0.2, abs=0.01)
     assert (model.state_dict()[name] == 0).float().mean().item() < 0.01  # the model is untouched
-    out = export_masked_checkpoint(tiny_checkpoints["qwen2_vl"], 0.2, tmp_path / "masked")
+    out = export_masked_checkpoint(tiny_checkpoints["qwen2_vl"], 0.2, tmp_path / "masked", spec=spec)
     reloaded, _ = load_vlm(out)
-    p = dict(reloaded.named_parameters())[name]
-    assert (p == 0).float().mean().item() == pytest.approx(0.2, abs=0.01)
+    params = dict(reloaded.named_parameters())
+    assert (params[name] == 0).float().mean().item() == pytest.approx(0.2, abs=0.01)
+    attn = next(n for n in params if "self_attn.q_proj.weight" in n)  # outside the spec: intact
+    assert (params[attn] == 0).float().mean().item() < 0.01
+    assert params[name].dtype == torch.float32  # the checkpoint's own dtype is kept
+    assert (out / "processor_shims.py").exists() and (out / "tokenizer.json").exists()
 
 
 def test_paper_schedule():

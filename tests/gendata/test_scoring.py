@@ -1,6 +1,8 @@
 """Teacher-forced scoring agrees with an independent full-distribution computation, the compact
 encoding stays within its error bounds, and the summaries round-trip through the catalog."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -96,7 +98,6 @@ def test_summaries_round_trip_through_the_catalog(tiny_checkpoints, setup, tmp_p
 
 def test_score_responses_batches_and_skips(tiny_checkpoints, tmp_path):
     from gendata.backends import TransformersBackend, generate_responses
-    from schemas.config import RewardConfig  # noqa: F401  (config layer importable alongside)
 
     qs = synthetic_vqa(3, "test")
     images = {r["question_id"]: dict(zip(qs.images.column("image_id").to_pylist(),
@@ -115,3 +116,31 @@ def test_score_responses_batches_and_skips(tiny_checkpoints, tmp_path):
                                  teacher_mask_ratio=0.0, student_model_id="s",
                                  config=ScoringConfig(top_k=2), skip=done))
     assert sum(b.num_rows for b in again) == 2
+
+
+def test_non_finite_summaries_are_refused():
+    from gendata.scoring import TokenSummary
+
+    s = TokenSummary(*[np.zeros(3, np.float32) for _ in range(5)], np.zeros((3, 2), np.int64),
+                     np.zeros((3, 2), np.float32))
+    s.jsd[1] = np.nan
+    with pytest.raises(ValueError, match="response r7: NaN jsd"):
+        token_stats_row("r7", s, teacher_model_id="t", teacher_mask_ratio=0.0, student_model_id="s", top_k=2)
+
+
+def test_zero_probability_tokens_give_finite_divergences():
+    from gendata.scoring import summarise
+
+    t = torch.tensor([[0.0, 1.0, float("-inf")]])
+    s = torch.tensor([[0.5, 0.5, 0.0]])
+    out = summarise(t, s, torch.tensor([1]), 2)
+    p = torch.softmax(t.double(), -1)[0].tolist()  # [0.269, 0.731, 0]
+    q = torch.softmax(s.double(), -1)[0].tolist()
+    m = [(a + b) / 2 for a, b in zip(p, q)]
+    kl = lambda a, b: sum(x * math.log(x / y) for x, y in zip(a, b) if x > 0)  # noqa: E731
+    assert np.isfinite(out.jsd).all() and np.isfinite(out.kl_forward).all()
+    assert out.jsd[0] == pytest.approx((kl(p, m) + kl(q, m)) / 2, abs=1e-6)
+    assert out.kl_forward[0] == pytest.approx(kl(p, q), abs=1e-6)
+    assert out.kl_reverse[0] == np.inf  # q puts mass where p has none: infinite, not NaN...
+    row = token_stats_row("r", out, teacher_model_id="t", teacher_mask_ratio=0.0, student_model_id="s", top_k=2)
+    assert codec.decode_kl(row["kl_reverse"])[0] == pytest.approx(32.0, abs=1e-3)  # ...clipped at ~32 nats

@@ -23,7 +23,8 @@ def test_relaxed_numeric(pred, truth, ok):
 
 
 @pytest.mark.parametrize("text,letter", [
-    ("B", "B"), ("(C)", "C"), ("D.", "D"), ("The answer is A", "A"), ("answer: (b)", "B"),
+    ("B", "B"), ("(C)", "C"), ("D.", "D"), ("The answer is A", "A"), ("Answer: (B)", "B"),
+    ("The answer is a circle", None),
     ("B. square", "B"), ("square", None), ("I cannot tell", None),
 ])
 def test_letter_extraction(text, letter):
@@ -33,6 +34,8 @@ def test_letter_extraction(text, letter):
 def test_choice_by_name_and_dispatch():
     assert choice_match("square", "B", ["circle", "square", "triangle"])
     assert not choice_match("star", "B", ["circle", "square", "triangle"])
+    assert choice_match("The answer is a circle", "C", ["square", "star", "circle"]) is False  # no letter, not an option name
+    assert choice_match("circle", "C", ["square", "star", "circle"])
     assert match_answer("4", "4", "number") and match_answer("B", "B", "letter", ["x", "y"])
     assert normalise("A Blue!") == "blue"
     assert parse_number("about 12.5 units") == 12.5
