@@ -54,15 +54,16 @@ def _summary_core(t_logits: torch.Tensor, s_logits: torch.Tensor, token_ids: tor
     """With p, q the teacher and student distributions and m = (p + q) / 2:
     JSD = (sum p log p + sum q log q) / 2 - sum m log m; KL(p||q) = sum p (log p - log q);
     KL(q||p) = -sum q (log p - log q)."""
-    t = t_logits.float().log_softmax(-1)
-    s = s_logits.float().log_softmax(-1)
+    # log-probs floored at -1e4: a zero-probability token (a -inf logit) then contributes
+    # 0 * -1e4 = 0 instead of NaN, and a KL that is truly infinite comes out huge (stored clipped)
+    t = t_logits.float().log_softmax(-1).clamp_min(-1e4)
+    s = s_logits.float().log_softmax(-1).clamp_min(-1e4)
     p, q = t.exp(), s.exp()
     m = (p + q) * 0.5
     d = t - s
-    # xlogy and where(): a token with zero probability (a -inf logit) contributes 0, not NaN
-    jsd = 0.5 * (torch.xlogy(p, p).sum(-1) + torch.xlogy(q, q).sum(-1)) - torch.xlogy(m, m).sum(-1)
-    kl_f = torch.where(p > 0, p * d, 0.0).sum(-1)
-    kl_r = -torch.where(q > 0, q * d, 0.0).sum(-1)
+    jsd = 0.5 * ((p * t).sum(-1) + (q * s).sum(-1)) - torch.xlogy(m, m).sum(-1)
+    kl_f = (p * d).sum(-1)
+    kl_r = -(q * d).sum(-1)
     tok = token_ids.unsqueeze(-1)
     top_v, top_i = t.topk(top_k, dim=-1)
     return (s.gather(-1, tok).squeeze(-1), t.gather(-1, tok).squeeze(-1), jsd.clamp_min(0),

@@ -141,6 +141,6 @@ def test_zero_probability_tokens_give_finite_divergences():
     assert np.isfinite(out.jsd).all() and np.isfinite(out.kl_forward).all()
     assert out.jsd[0] == pytest.approx((kl(p, m) + kl(q, m)) / 2, abs=1e-6)
     assert out.kl_forward[0] == pytest.approx(kl(p, q), abs=1e-6)
-    assert out.kl_reverse[0] == np.inf  # q puts mass where p has none: infinite, not NaN...
+    assert out.kl_reverse[0] > 1000  # q puts mass where p has none: (truly infinite) huge, not NaN...
     row = token_stats_row("r", out, teacher_model_id="t", teacher_mask_ratio=0.0, student_model_id="s", top_k=2)
     assert codec.decode_kl(row["kl_reverse"])[0] == pytest.approx(32.0, abs=1e-3)  # ...clipped at ~32 nats
