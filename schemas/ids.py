@@ -104,3 +104,21 @@ def verdict_id(response_id: str, judge_id: str) -> str:
 
 def reward_id(response_id: str, reward_config_id: str) -> str:
     return content_id("reward", response_id=response_id, reward_config_id=reward_config_id)
+
+
+def checkpoint_id(folder) -> str:
+    """The id of a checkpoint: a hash of its weight files' bytes (safetensors / bin), so two
+    folders holding the same weights are the same model and any change of weights is a new one."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin") and p.is_file())
+    if not files:
+        raise FileNotFoundError(f"no weight files (*.safetensors, *.bin) in {folder}")
+    h = hashlib.sha256()
+    for p in files:
+        h.update(p.name.encode() + b"\0")
+        with open(p, "rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+    return h.hexdigest()[:ID_HEX_DIGITS]

@@ -99,7 +99,7 @@ RESPONSES = TableSpec("responses", "response_id", pa.schema([
     col("iteration_id", pa.string(), "the iteration it was generated in"),
     col("question_id", pa.string(), "the question answered"),
     col("source", pa.string(), "teacher / student"),
-    col("model_id", pa.string(), "the checkpoint that generated it"),
+    col("model_id", pa.string(), "the checkpoint that generated it: the hash of its weights (ids.checkpoint_id)"),
     col("mask_ratio", pa.float64(), "mask ratio applied to the model (0 for the student)"),
     col("sample_index", pa.int32(), "index among the n samples of this source for this question"),
     col("seed", pa.int64(), "sampling seed"),

@@ -36,3 +36,19 @@ def test_non_finite_floats_are_refused():
 
     with pytest.raises(ValueError, match="non-finite"):
         ids.content_id("x", v=float("nan"))
+
+
+def test_checkpoint_id_follows_the_weights(tmp_path):
+    import pytest
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d in (a, b):
+        d.mkdir()
+        (d / "model.safetensors").write_bytes(b"weights")
+        (d / "config.json").write_text("{}")
+    (b / "config.json").write_text('{"other": 1}')  # not weights: same model
+    assert ids.checkpoint_id(a) == ids.checkpoint_id(b)
+    (b / "model.safetensors").write_bytes(b"weightz")
+    assert ids.checkpoint_id(a) != ids.checkpoint_id(b)
+    with pytest.raises(FileNotFoundError, match="no weight files"):
+        ids.checkpoint_id(tmp_path)
