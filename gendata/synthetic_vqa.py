@@ -59,12 +59,18 @@ def _shape(draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int, int]
         draw.polygon([((x0 + x1) // 2, y0), (x1, y1), (x0, y1)], fill=fill)
 
 
-def shape_colour(rng: random.Random, size: int) -> Item:
+def _single_shape(rng: random.Random, size: int) -> tuple[Image.Image, str, str]:
+    """One shape of one colour, of random size and place."""
     shape, colour = rng.choice(SHAPES), rng.choice(list(COLOURS))
     img, d = _canvas(size)
     s = rng.randint(size // 3, size // 2)
     x, y = rng.randint(2, size - s - 2), rng.randint(2, size - s - 2)
     _shape(d, shape, (x, y, x + s, y + s), COLOURS[colour])
+    return img, shape, colour
+
+
+def shape_colour(rng: random.Random, size: int) -> Item:
+    img, shape, colour = _single_shape(rng, size)
     return Item(f"What colour is the {shape}?", colour, "word", img, params={"shape": shape})
 
 
@@ -113,11 +119,7 @@ def bar_value(rng: random.Random, size: int) -> Item:
 
 
 def shape_choice(rng: random.Random, size: int) -> Item:
-    shape, colour = rng.choice(SHAPES), rng.choice(list(COLOURS))
-    img, d = _canvas(size)
-    s = rng.randint(size // 3, size // 2)
-    x, y = rng.randint(2, size - s - 2), rng.randint(2, size - s - 2)
-    _shape(d, shape, (x, y, x + s, y + s), COLOURS[colour])
+    img, shape, _ = _single_shape(rng, size)
     options = list(SHAPES) + ["star"]
     rng.shuffle(options)
     letter = "ABCD"[options.index(shape)]
