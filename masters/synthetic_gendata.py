@@ -1,6 +1,6 @@
 """A small, self-consistent Gen-Data set made in code: images, questions, one iteration of
 teacher and student responses with token summaries, rule-based verdicts, a reward config and
-rewards. No model is involved: it exists to exercise the catalog, snapshots and the CLI
+rewards (computed by rewards.scores). No model is involved: it exists to exercise the catalog, snapshots and the CLI
 (`masters roundtrip`) and as test data. Deterministic by seed."""
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image, ImageDraw
 
+from rewards.judges import make_judge
+from rewards.scores import compute_rewards, reward_config_row
 from schemas import ids
 from schemas import token_codec as codec
 from schemas.config import RewardConfig
@@ -19,7 +21,7 @@ from schemas.config import RewardConfig
 COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), "yellow": (230, 210, 40)}
 SAMPLING = {"temperature": 1.0, "top_p": 0.9, "top_k": 50, "repetition_penalty": 1.05,
             "max_new_tokens": 32}
-JUDGE_ID = ids.judge_id("exact", None, None)
+JUDGE_ID = make_judge("exact").judge_id
 
 
 def _png(colour: tuple[int, int, int], seed: int) -> bytes:
@@ -101,37 +103,12 @@ def synthetic_gendata(num_questions: int = 8, responses_per_source: int = 4, tok
                     "extracted_answer": text, "raw_output": None, "latency_s": 0.0,
                     "state": "ok", "error": None, "created_at": now})
     config = RewardConfig(judge_id=JUDGE_ID)
-    rewards = _rewards(responses, stats, verdicts, config, now)
-    reward_configs = [{"reward_config_id": config.id, "judge_id": config.judge_id,
-                       "divergence": config.divergence, "aggregation": config.aggregation,
-                       "w_acc": config.w_acc, "w_distill": config.w_distill,
-                       "normalisation": config.normalisation, "config_json": config.to_json(),
-                       "created_at": now}]
-    tables = {"images": list(images.values()), "questions": questions, "models": models,
-              "iterations": iterations, "responses": responses, "token_stats": stats,
-              "verdicts": verdicts, "reward_configs": reward_configs, "rewards": rewards}
     from schemas.tables import TABLES
-    return {k: pa.Table.from_pylist(v, schema=TABLES[k].schema) for k, v in tables.items()}, config
 
-
-def _rewards(responses, stats, verdicts, config: RewardConfig, now) -> list[dict]:
-    """The paper's reward, computed plainly (the real engine is in rewards/)."""
-    out, by_group = [], {}
-    for r, s, v in zip(responses, stats, verdicts):
-        d = float(np.mean(codec.decode_jsd(s["jsd"])))
-        by_group.setdefault(r["group_id"], []).append((r, s, v, d))
-    for gid, members in by_group.items():
-        ds = np.array([m[3] for m in members])  # D = mean decoded per-token JSD
-        span = ds.max() - ds.min()
-        r_distill = (ds.max() - ds) / span if span > 0 else np.ones_like(ds)
-        r_acc = np.array([m[2]["score"] for m in members])
-        reward = config.w_acc * r_acc + config.w_distill * r_distill
-        std = reward.std()
-        adv = (reward - reward.mean()) / std if std > 0 else np.zeros_like(reward)
-        for (r, s, v, d), rd, ra, rw, a in zip(members, r_distill, r_acc, reward, adv):
-            out.append({"reward_id": ids.reward_id(r["response_id"], config.id),
-                        "response_id": r["response_id"], "reward_config_id": config.id,
-                        "group_id": gid, "verdict_id": v["verdict_id"], "token_stats_id": s["stats_id"],
-                        "r_acc": float(ra), "divergence": d, "r_distill": float(rd),
-                        "reward": float(rw), "advantage": float(a), "created_at": now})
-    return out
+    made = {k: pa.Table.from_pylist(v, schema=TABLES[k].schema)
+            for k, v in (("responses", responses), ("token_stats", stats), ("verdicts", verdicts))}
+    rewards = compute_rewards(made["responses"], made["verdicts"], made["token_stats"], config).rewards
+    tables = {"images": list(images.values()), "questions": questions, "models": models,
+              "iterations": iterations, "reward_configs": [reward_config_row(config)]}
+    out = {k: pa.Table.from_pylist(v, schema=TABLES[k].schema) for k, v in tables.items()}
+    return {**out, **made, "rewards": rewards}, config

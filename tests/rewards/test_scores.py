@@ -1,0 +1,74 @@
+"""Golden values for divergence aggregation, group normalisation and advantages, degenerate groups
+included."""
+
+import math
+from datetime import datetime, timezone
+
+import pyarrow as pa
+import pytest
+
+from rewards.scores import compute_rewards, divergences
+from schemas import token_codec as codec
+from schemas.config import RewardConfig
+from schemas.tables import TOKEN_STATS
+
+J = "judge-1"
+
+
+def stats(rows):
+    """rows: (response_id, [per-token jsd])."""
+    out = []
+    for rid, jsd in rows:
+        n = len(jsd)
+        out.append({"stats_id": "s" + rid, "response_id": rid, "teacher_model_id": "t", "teacher_mask_ratio": 0.2,
+                    "student_model_id": "s", "encoding": codec.ENCODING, "top_k": 1, "num_tokens": n,
+                    "student_logprobs": [0.0] * n, "teacher_logprobs": [0] * n,
+                    "jsd": codec.encode_jsd(jsd).tolist(), "kl_forward": codec.encode_kl([2 * x for x in jsd]).tolist(),
+                    "kl_reverse": [0] * n, "teacher_topk_ids": [1] * n, "teacher_topk_logprobs": [0] * n,
+                    "created_at": datetime.now(timezone.utc)})
+    return pa.Table.from_pylist(out, schema=TOKEN_STATS.schema)
+
+
+def verdicts(scores):
+    return pa.table({"response_id": list(scores), "verdict_id": ["v" + r for r in scores],
+                     "judge_id": [J] * len(scores), "score": [None if s is None else float(s) for s in scores.values()],
+                     "state": ["ok" if s is not None else "error" for s in scores.values()]})
+
+
+def test_divergence_aggregation():
+    t = stats([("a", [0.1, 0.3]), ("b", [0.2])])
+    mean = dict(zip(*divergences(t, "jsd", "mean").select("response_id", "D").to_dict(as_series=False).values()))
+    total = dict(zip(*divergences(t, "jsd", "sum").select("response_id", "D").to_dict(as_series=False).values()))
+    kl = dict(zip(*divergences(t, "kl_forward").select("response_id", "D").to_dict(as_series=False).values()))
+    assert mean["a"] == pytest.approx(0.2, abs=1e-4) and total["a"] == pytest.approx(0.4, abs=1e-4)
+    assert kl["a"] == pytest.approx(0.4, abs=1e-3) and mean["b"] == pytest.approx(0.2, abs=1e-4)
+
+
+def test_golden_group():
+    responses = pa.table({"response_id": ["a", "b", "c"], "group_id": ["g"] * 3})
+    res = compute_rewards(responses, verdicts({"a": 1, "b": 0, "c": 1}),
+                          stats([("a", [0.1]), ("b", [0.3]), ("c", [0.2])]), RewardConfig(judge_id=J))
+    rows = {r["response_id"]: r for r in res.rewards.to_pylist()}
+    assert [rows[k]["r_distill"] for k in "abc"] == pytest.approx([1.0, 0.0, 0.5], abs=1e-4)
+    assert [rows[k]["reward"] for k in "abc"] == pytest.approx([2.0, 0.0, 1.5], abs=1e-4)
+    mean, std = 7 / 6, math.sqrt(((2 - 7 / 6) ** 2 + (7 / 6) ** 2 + (1.5 - 7 / 6) ** 2) / 2)
+    assert [rows[k]["advantage"] for k in "abc"] == pytest.approx(
+        [(2 - mean) / std, -mean / std, (1.5 - mean) / std], abs=1e-3)
+    assert rows["a"]["verdict_id"] == "va" and rows["a"]["token_stats_id"] == "sa"
+    weighted = compute_rewards(responses, verdicts({"a": 1, "b": 0, "c": 1}),
+                               stats([("a", [0.1]), ("b", [0.3]), ("c", [0.2])]),
+                               RewardConfig(judge_id=J, w_acc=1.0, w_distill=0.5))
+    assert {r["response_id"]: r["reward"] for r in weighted.rewards.to_pylist()}["c"] == pytest.approx(1.25, abs=1e-4)
+    assert res.rewards.column("reward_config_id").to_pylist()[0] != weighted.rewards.column("reward_config_id")[0].as_py()
+
+
+def test_degenerate_groups():
+    responses = pa.table({"response_id": ["a", "b", "c", "d"], "group_id": ["same", "same", "one", "tie"]})
+    res = compute_rewards(responses, verdicts({"a": 1, "b": 1, "c": 0, "d": None}),
+                          stats([("a", [0.2]), ("b", [0.2]), ("c", [0.5]), ("d", [0.1])]), RewardConfig(judge_id=J))
+    rows = {r["response_id"]: r for r in res.rewards.to_pylist()}
+    assert rows["a"]["r_distill"] == rows["b"]["r_distill"] == 1.0  # all D equal: 1 each
+    assert rows["a"]["advantage"] == rows["b"]["advantage"] == 0.0  # all R equal: 0
+    assert rows["c"]["r_distill"] == 1.0 and rows["c"]["advantage"] == 0.0  # a group of one
+    assert "d" not in rows and res.missing_verdict == 1  # an error verdict is no reward, not a 0
+    assert all(math.isfinite(r["advantage"]) for r in rows.values())
