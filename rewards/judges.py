@@ -124,6 +124,8 @@ JUDGES: dict[str, Callable[..., Judge]] = {
 
 
 def make_judge(name: str, **params) -> Judge:
+    if name == "llm" and name not in JUDGES:
+        import rewards.llm_judge  # noqa: F401  (registers itself)
     try:
         factory = JUDGES[name]
     except KeyError:
