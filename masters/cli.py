@@ -238,6 +238,93 @@ def _ingest_summary(res) -> str:
             "already present")
 
 
+def _mapping(value: Optional[str], what: str) -> dict:
+    """Inline JSON/YAML, or a path to a JSON/YAML file, as a dict."""
+    import yaml
+
+    if not value:
+        return {}
+    text = Path(value).read_text() if Path(value).is_file() else value
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise MastersError(f"{what}: not valid JSON/YAML ({exc})") from None
+    if not isinstance(doc, dict):
+        raise MastersError(f"{what}: expected a mapping of keys to values, got {type(doc).__name__}")
+    return doc
+
+
+def _make_judge(name: str, judge_config: Optional[str]):
+    from rewards.judges import make_judge
+
+    params = _mapping(judge_config, "--judge-config")
+    try:
+        if name == "llm":
+            from rewards.llm_judge import LLMJudgeConfig
+
+            return make_judge("llm", config=LLMJudgeConfig.parse(params, where="--judge-config"))
+        return make_judge(name, **params)
+    except (TypeError, ValueError) as exc:
+        raise MastersError(f"cannot build judge {name!r}: {exc}") from None
+
+
+@app.command()
+def judge(
+    name: str = typer.Option("rule", "--judge", "-j", help="judge: rule, exact, numeric, choice, llm"),
+    judge_config: Optional[str] = typer.Option(None, help="judge parameters: JSON/YAML text or file "
+                                               "(llm: model, base_url, api_key_env, ...)"),
+    iteration: Optional[int] = typer.Option(None, "--iteration", "-i", help="only this iteration"),
+    batch_size: int = typer.Option(512, help="responses per commit"),
+) -> None:
+    """Judge every response that has no verdict of this judge yet (cached by response and judge)."""
+    from catalog import Catalog
+    from masters.rescore import judge_missing
+
+    try:
+        j = _make_judge(name, judge_config)
+        with Catalog.open(State.config(), create=False) as cat:
+            res = judge_missing(cat, j, iteration=iteration, batch_size=batch_size, progress=sys.stderr.isatty())
+        states = ", ".join(f"{k} {v}" for k, v in sorted(res.states.items())) or "nothing to judge"
+        typer.echo(f"judge {j.judge_id}: {res.judged} judged ({states}), {res.already} already judged; "
+                   f"versions {res.versions or '-'}")
+    except MastersError as exc:
+        _fail(exc)
+
+
+@app.command()
+def rescore(
+    name: str = typer.Option("rule", "--judge", "-j", help="judge whose verdicts give R_acc"),
+    judge_config: Optional[str] = typer.Option(None, help="judge parameters (JSON/YAML text or file)"),
+    reward_config: Optional[str] = typer.Option(None, "--reward-config", "-r", help="reward config as JSON/YAML "
+                                                "text or file: divergence, aggregation, w_acc, w_distill"),
+    iteration: Optional[int] = typer.Option(None, "--iteration", "-i", help="only this iteration"),
+    snapshot_name: Optional[str] = typer.Option(None, "--snapshot", help="also cut a snapshot of the result"),
+) -> None:
+    """Re-score without regenerating or retraining: judge what is missing, then append reward rows
+    under the new reward config in one commit (responses are never touched)."""
+    from catalog import Catalog
+    from catalog.snapshots import create_snapshot
+    from masters.rescore import judge_missing
+    from masters.rescore import rescore as do_rescore
+    from schemas.config import RewardConfig
+
+    try:
+        j = _make_judge(name, judge_config)
+        config = RewardConfig.parse({**_mapping(reward_config, "--reward-config"), "judge_id": j.judge_id},
+                                    where="--reward-config")
+        with Catalog.open(State.config(), create=False) as cat:
+            jr = judge_missing(cat, j, iteration=iteration, progress=sys.stderr.isatty())
+            res = do_rescore(cat, config, iteration=iteration)
+            typer.echo(f"judged {jr.judged} missing verdicts; reward config {config.id}: {res.added} reward "
+                       f"rows added, {res.skipped} already present (version {res.version}); skipped "
+                       f"{res.missing_verdict} without an ok verdict, {res.missing_stats} without summaries")
+            if snapshot_name:
+                info = create_snapshot(cat, snapshot_name, config.id, iteration=iteration, progress=False)
+                typer.echo(f"snapshot {info.name}: {info.path} ({info.num_rows} rows)")
+    except MastersError as exc:
+        _fail(exc)
+
+
 @app.command()
 def fixtures(
     force: bool = typer.Option(False, "--force", help="rebuild even when cached"),

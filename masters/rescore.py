@@ -1,0 +1,88 @@
+"""Judging and re-scoring from what the catalog holds: no generation, no scoring pass, no change
+to any response row. New verdicts and reward rows are appended under new ids."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+from tqdm.auto import tqdm
+
+from catalog import Catalog
+from rewards.judges import Judge, JudgeItem, verdict_rows
+from rewards.scores import compute_rewards, reward_config_row
+from schemas.config import RewardConfig
+
+
+@dataclass
+class JudgeResult:
+    judged: int
+    already: int
+    states: dict[str, int]
+    versions: list[int]
+
+
+def _iteration_filter(iteration: int | None) -> str:
+    return "" if iteration is None else f" AND it.iteration = {int(iteration)}"
+
+
+def judge_missing(catalog: Catalog, judge: Judge, *, iteration: int | None = None,
+                  batch_size: int = 512, progress: bool = False) -> JudgeResult:
+    """Judge every response that has no verdict of ``judge`` yet; one commit per batch, so a
+    crash loses at most one batch and a re-run judges only what is missing."""
+    jid = judge.judge_id
+    todo = catalog.sql(
+        "SELECT r.response_id, q.question, q.answer, q.answer_type, q.choices, r.text "
+        "FROM responses r JOIN questions q USING (question_id) JOIN iterations it USING (iteration_id) "
+        "WHERE r.response_id NOT IN (SELECT response_id FROM verdicts WHERE judge_id = $j)"
+        + _iteration_filter(iteration) + " ORDER BY r.response_id", params={"j": jid}).to_pylist()
+    total = catalog.sql("SELECT count(*) FROM responses r JOIN iterations it USING (iteration_id) WHERE true"
+                        + _iteration_filter(iteration)).column(0)[0].as_py()
+    states: dict[str, int] = {}
+    versions = []
+    for start in tqdm(range(0, len(todo), batch_size), desc=f"judge {judge.kind}", disable=not progress):
+        rows = todo[start:start + batch_size]
+        items = [JudgeItem(r["response_id"], r["question"], r["answer"], r["answer_type"], r["text"],
+                           tuple(r["choices"] or ())) for r in rows]
+        verdicts = judge.judge(items)
+        for v in verdicts:
+            states[v.state] = states.get(v.state, 0) + 1
+        res = catalog.append("verdicts", verdict_rows(judge, items, verdicts), f"judge {judge.kind}",
+                             stage="judge", judge_id=jid)
+        if res.version is not None:
+            versions.append(res.version)
+    return JudgeResult(len(todo), total - len(todo), states, versions)
+
+
+@dataclass
+class RescoreResult:
+    version: int | None
+    added: int
+    skipped: int
+    missing_verdict: int
+    missing_stats: int
+
+
+def rescore(catalog: Catalog, config: RewardConfig, *, iteration: int | None = None) -> RescoreResult:
+    """Reward rows under ``config`` for every response with an ok verdict of its judge and token
+    summaries of its iteration's scoring pair, appended with the config row in one commit."""
+    f = _iteration_filter(iteration)
+    responses = catalog.sql("SELECT r.response_id, r.group_id FROM responses r "
+                            "JOIN iterations it USING (iteration_id) WHERE true" + f)
+    verdicts = catalog.sql("SELECT response_id, verdict_id, judge_id, score, state FROM verdicts "
+                           "WHERE judge_id = $j", params={"j": config.judge_id})
+    stats = catalog.sql(
+        f"SELECT ts.response_id, ts.stats_id, ts.{config.divergence} FROM token_stats ts "
+        "JOIN responses r USING (response_id) JOIN iterations it USING (iteration_id) "
+        "WHERE ts.teacher_model_id = it.teacher_model_id AND ts.student_model_id = it.student_model_id "
+        "AND abs(ts.teacher_mask_ratio - it.mask_ratio) < 1e-9" + f)
+    dup = pl.from_arrow(stats).group_by("response_id").len().filter(pl.col("len") > 1)
+    if dup.height:  # several summaries of one pair (different top-k/encodings): take one, stably
+        stats = pl.from_arrow(stats).sort("stats_id") \
+            .unique("response_id", keep="first").to_arrow()
+    result = compute_rewards(responses, verdicts, stats, config)
+    with catalog.commit(f"rescore {config.id}", stage="rescore", reward_config_id=config.id,
+                        judge_id=config.judge_id, iteration=iteration) as tx:
+        tx.append("reward_configs", [reward_config_row(config)])
+        added, skipped = tx.append("rewards", result.rewards)
+    return RescoreResult(tx.result.version, added, skipped, result.missing_verdict, result.missing_stats)

@@ -1,0 +1,121 @@
+"""Swap judges and re-score without regenerating or retraining: verdicts computed only when
+missing, reward rows appended under a new config id in one commit, no backend called, every
+response file byte-identical."""
+
+import hashlib
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from masters.cli import app
+from rewards.judges import JUDGES, RuleJudge
+
+runner = CliRunner()
+
+
+def digest_tree(folder):
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def no_backends(monkeypatch):
+    import gendata.backends as backends
+    import gendata.hf_generate as hf_generate
+    import gendata.scoring as scoring
+
+    def forbidden(*a, **k):
+        raise AssertionError("a generation or scoring backend was called during re-scoring")
+
+    for mod, names in ((backends, ["generate_responses", "backend"]), (hf_generate, ["generate", "load_vlm"]),
+                       (scoring, ["score_group", "score_responses"])):
+        for n in names:
+            monkeypatch.setattr(mod, n, forbidden)
+    monkeypatch.setattr(backends.TransformersBackend, "sample", forbidden)
+    monkeypatch.setattr(backends.VLLMBackend, "sample", forbidden)
+
+
+@pytest.fixture
+def spy_judge(monkeypatch):
+    calls = []
+
+    def factory():
+        j = RuleJudge("spy", lambda i: i.response.strip() or None, lambda x, i: x.lower() == i.answer.lower())
+        real = j.judge
+
+        def judge(items):
+            calls.append(len(items))
+            return real(items)
+        j.judge = judge
+        return j
+
+    monkeypatch.setitem(JUDGES, "spy", factory)
+    return calls
+
+
+def invoke(cat_dir, *args):
+    return runner.invoke(app, ["--catalog", str(cat_dir), *args], catch_exceptions=False)
+
+
+def test_rescore_touches_no_response_and_calls_no_backend(filled_catalog, catalog_dir, no_backends, spy_judge):
+    cat, tables, old_config = filled_catalog
+    before_version = cat.current_version()
+    cat.close()
+    responses_dir = catalog_dir / "data" / "main" / "responses"
+    stats_dir = catalog_dir / "data" / "main" / "token_stats"
+    before = {**digest_tree(responses_dir), **digest_tree(stats_dir)}
+    n = tables["responses"].num_rows
+
+    out = invoke(catalog_dir, "rescore", "--judge", "spy", "--reward-config",
+                 '{"divergence": "kl_forward", "w_distill": 0.5}', "--snapshot", "rescored")
+    assert out.exit_code == 0, out.output
+    assert spy_judge == [n]  # every response judged once...
+    assert f"{n} reward rows added" in out.output and "snapshot rescored" in out.output
+    out2 = invoke(catalog_dir, "rescore", "--judge", "spy", "--reward-config",
+                  '{"divergence": "kl_forward", "w_distill": 0.5}')
+    assert spy_judge == [n] and "0 reward rows added" in out2.output  # ...and never again
+    assert {**digest_tree(responses_dir), **digest_tree(stats_dir)} == before  # byte-identical
+
+    from catalog import Catalog
+
+    with Catalog.open_read_only(catalog_dir) as cat:
+        versions = [v for v in cat.versions() if v.version > before_version]
+        stages = [v.metadata.get("stage") for v in versions]
+        assert stages == ["judge", "rescore", "snapshot"]  # rewards + config in ONE commit
+        assert versions[1].rows_added == {"reward_configs": 1, "rewards": n}
+        configs = cat.sql("SELECT reward_config_id, divergence, w_distill FROM reward_configs "
+                          "ORDER BY w_distill").to_pylist()
+        assert [c["divergence"] for c in configs] == ["kl_forward", "jsd"]
+        new_id = configs[0]["reward_config_id"]
+        assert new_id != old_config.id
+        assert cat.count("responses") == n and cat.count("rewards") == 2 * n
+        # the new rewards follow the new weights: R = r_acc + 0.5 * r_distill
+        rows = cat.sql("SELECT r_acc, r_distill, reward FROM rewards WHERE reward_config_id = $c",
+                       params={"c": new_id}).to_pylist()
+        assert all(abs(r["reward"] - (r["r_acc"] + 0.5 * r["r_distill"])) < 1e-9 for r in rows)
+        # and the divergence is the forward KL: 2x the JSD in the synthetic summaries
+        d = cat.sql("SELECT avg(w.divergence) FROM rewards w WHERE reward_config_id = $c",
+                    params={"c": new_id}).column(0)[0].as_py()
+        d_old = cat.sql("SELECT avg(divergence) FROM rewards WHERE reward_config_id = $c",
+                        params={"c": old_config.id}).column(0)[0].as_py()
+        assert d == pytest.approx(2 * d_old, rel=1e-2)
+
+
+def test_judge_verb_judges_only_what_is_missing(filled_catalog, catalog_dir, spy_judge):
+    cat, tables, _ = filled_catalog
+    cat.close()
+    first = invoke(catalog_dir, "judge", "--judge", "spy", "--batch-size", "20")
+    n = tables["responses"].num_rows
+    assert first.exit_code == 0 and spy_judge == [20, 20, n - 40]
+    again = invoke(catalog_dir, "judge", "--judge", "spy")
+    assert spy_judge == [20, 20, n - 40] and f"0 judged (nothing to judge), {n} already judged" in again.output
+
+
+def test_bad_reward_config_names_the_key(filled_catalog, catalog_dir):
+    cat, _, _ = filled_catalog
+    cat.close()
+    out = runner.invoke(app, ["--catalog", str(catalog_dir), "rescore", "--reward-config", '{"w_accc": 2}'])
+    assert out.exit_code == 2 and "w_accc: unknown key" in out.output
+    out = runner.invoke(app, ["--catalog", str(catalog_dir), "rescore", "--judge", "nope"])
+    assert out.exit_code == 2 and "unknown judge 'nope'" in out.output
