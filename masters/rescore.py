@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import polars as pl
 from tqdm.auto import tqdm
 
 from catalog import Catalog
 from rewards.judges import Judge, JudgeItem, verdict_rows
-from rewards.scores import compute_rewards, reward_config_row
+from rewards.scores import check_hex_ids, reward_config_row, reward_sql
 from schemas.config import RewardConfig
 
 
@@ -63,26 +62,39 @@ class RescoreResult:
     missing_stats: int
 
 
-def rescore(catalog: Catalog, config: RewardConfig, *, iteration: int | None = None) -> RescoreResult:
+def rescore(catalog: Catalog, config: RewardConfig, *, iteration: int | None = None,
+            rows_per_file: int = 1_000_000) -> RescoreResult:
     """Reward rows under ``config`` for every response with an ok verdict of its judge and token
-    summaries of its iteration's scoring pair, appended with the config row in one commit."""
+    summaries of its iteration's scoring pair, appended with the config row in one commit. The
+    rewards are computed by one SQL query inside the catalog engine and streamed into Parquet."""
     f = _iteration_filter(iteration)
-    responses = catalog.sql("SELECT r.response_id, r.group_id FROM responses r "
-                            "JOIN iterations it USING (iteration_id) WHERE true" + f)
-    verdicts = catalog.sql("SELECT response_id, verdict_id, judge_id, score, state FROM verdicts "
-                           "WHERE judge_id = $j", params={"j": config.judge_id})
-    stats = catalog.sql(
-        f"SELECT ts.response_id, ts.stats_id, ts.{config.divergence} FROM token_stats ts "
-        "JOIN responses r USING (response_id) JOIN iterations it USING (iteration_id) "
-        "WHERE ts.teacher_model_id = it.teacher_model_id AND ts.student_model_id = it.student_model_id "
-        "AND abs(ts.teacher_mask_ratio - it.mask_ratio) < 1e-9" + f)
-    dup = pl.from_arrow(stats).group_by("response_id").len().filter(pl.col("len") > 1)
-    if dup.height:  # several summaries of one pair (different top-k/encodings): take one, stably
-        stats = pl.from_arrow(stats).sort("stats_id") \
-            .unique("response_id", keep="first").to_arrow()
-    result = compute_rewards(responses, verdicts, stats, config)
-    with catalog.commit(f"rescore {config.id}", stage="rescore", reward_config_id=config.id,
-                        judge_id=config.judge_id, iteration=iteration) as tx:
-        tx.append("reward_configs", [reward_config_row(config)])
-        added, skipped = tx.append("rewards", result.rewards)
-    return RescoreResult(tx.result.version, added, skipped, result.missing_verdict, result.missing_stats)
+    con = catalog.connection()
+    # views in the in-memory database, visible to the cursor that streams the result while the
+    # commit's own statements run on the main connection
+    con.execute("CREATE OR REPLACE VIEW memory.main._rescore_responses AS SELECT r.response_id, r.group_id "
+                "FROM lake.responses r JOIN lake.iterations it USING (iteration_id) WHERE true" + f)
+    con.execute("CREATE OR REPLACE VIEW memory.main._rescore_stats AS SELECT * FROM ("
+                "SELECT ts.*, row_number() OVER (PARTITION BY ts.response_id ORDER BY ts.stats_id) AS k "
+                "FROM lake.token_stats ts JOIN lake.responses r USING (response_id) "
+                "JOIN lake.iterations it USING (iteration_id) "
+                "WHERE ts.teacher_model_id = it.teacher_model_id AND ts.student_model_id = it.student_model_id "
+                "AND abs(ts.teacher_mask_ratio - it.mask_ratio) < 1e-9" + f + ") WHERE k = 1")
+    try:
+        check_hex_ids(con, "memory.main._rescore_responses")
+        total = con.execute("SELECT count(*) FROM memory.main._rescore_responses").fetchone()[0]
+        judged = con.execute("SELECT count(DISTINCT r.response_id) FROM memory.main._rescore_responses r "
+                             "JOIN lake.verdicts v "
+                             "USING (response_id) WHERE v.judge_id = $j AND v.state = 'ok'",
+                             {"j": config.judge_id}).fetchone()[0]
+        with catalog.commit(f"rescore {config.id}", stage="rescore", reward_config_id=config.id,
+                            judge_id=config.judge_id, iteration=iteration) as tx:
+            tx.append("reward_configs", [reward_config_row(config)])
+            stream = con.cursor()
+            reader = stream.execute(reward_sql(config, "memory.main._rescore_responses", "lake.verdicts",
+                                               "memory.main._rescore_stats")).to_arrow_reader(rows_per_file)
+            added, skipped = tx.append("rewards", reader)
+            stream.close()
+    finally:
+        con.execute("DROP VIEW IF EXISTS memory.main._rescore_responses")
+        con.execute("DROP VIEW IF EXISTS memory.main._rescore_stats")
+    return RescoreResult(tx.result.version, added, skipped, total - judged, judged - added - skipped)

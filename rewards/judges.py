@@ -13,6 +13,7 @@ Rule-based judges here (issue 5 adds the LLM-as-a-judge client):
 
 from __future__ import annotations
 
+import importlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -125,7 +126,7 @@ JUDGES: dict[str, Callable[..., Judge]] = {
 
 def make_judge(name: str, **params) -> Judge:
     if name == "llm" and name not in JUDGES:
-        import rewards.llm_judge  # noqa: F401  (registers itself)
+        importlib.import_module("rewards.llm_judge")  # registers itself
     try:
         factory = JUDGES[name]
     except KeyError:

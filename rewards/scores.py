@@ -1,5 +1,6 @@
-"""Divergences, distillation rewards, combined rewards and GRPO group advantages: vectorised over
-Arrow tables with polars (no per-row Python loop).
+"""Divergences, distillation rewards, combined rewards and GRPO group advantages, as one SQL query
+(DuckDB) over Arrow tables or over the catalog's own tables: vectorised, no per-row Python, and
+when re-scoring a catalog the data never leaves the engine until the new rows are written.
 
 Definitions (DESIGN.md, "The recipe"):
 
@@ -13,8 +14,8 @@ Definitions (DESIGN.md, "The recipe"):
 - Advantage A = (R - mean) / std within the group, std with Bessel's correction (as TRL's GRPO);
   **a group whose R are all equal (std 0, or one response) gets A = 0**: it carries no signal.
 
-Responses without an ``ok`` verdict get no reward row (a failed judgement is never a 0); they are
-counted in the result so the caller can report them.
+Responses without an ``ok`` verdict of the config's judge get no reward row (a failed judgement
+is never a 0), nor do responses without token summaries; both are counted.
 """
 
 from __future__ import annotations
@@ -22,10 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-import polars as pl
+import duckdb
 import pyarrow as pa
 
-from schemas import ids
 from schemas import token_codec as codec
 from schemas.config import RewardConfig
 from schemas.tables import REWARDS
@@ -33,52 +33,69 @@ from schemas.tables import REWARDS
 SCALES = {"jsd": codec.JSD_SCALE, "kl_forward": codec.KL_SCALE, "kl_reverse": codec.KL_SCALE}
 
 
-def divergences(token_stats: pa.Table | pl.DataFrame, divergence: str = "jsd",
-                aggregation: str = "mean") -> pl.DataFrame:
-    """response_id, stats_id, D: the aggregated, decoded per-token divergence of each response."""
-    if divergence not in SCALES:
-        raise ValueError(f"unknown divergence {divergence!r}; known: {', '.join(SCALES)}")
-    df = token_stats if isinstance(token_stats, pl.DataFrame) else pl.from_arrow(token_stats)
-    values = pl.col(divergence).list.eval(pl.element().cast(pl.Float64) / SCALES[divergence])
-    agg = values.list.mean() if aggregation == "mean" else values.list.sum()
-    return df.select("response_id", "stats_id", agg.alias("D"))
+def reward_sql(config: RewardConfig, responses: str, verdicts: str, token_stats: str) -> str:
+    """The query producing REWARDS rows; the three arguments are SQL table references (a catalog
+    table at a version, or a registered Arrow table). Parameters: none (values are inlined from
+    the validated config). reward_id = ids.reward_id(response_id, config id), computed in SQL."""
+    scale = SCALES[config.divergence]
+    agg = "list_avg" if config.aggregation == "mean" else "list_sum"
+    cid = config.id
+    key_prefix = '{"kind":"reward","response_id":"'
+    key_suffix = f'","reward_config_id":"{cid}"' + "}"
+    judge = config.judge_id.replace("'", "''")
+    return f"""
+        WITH v AS (SELECT response_id, verdict_id, score AS r_acc FROM {verdicts}
+                   WHERE judge_id = '{judge}' AND state = 'ok'),
+             d AS (SELECT response_id, stats_id, {agg}({config.divergence})::DOUBLE / {scale} AS D
+                   FROM {token_stats}),
+             x AS (SELECT r.response_id, r.group_id, v.verdict_id, d.stats_id, v.r_acc, d.D
+                   FROM {responses} r JOIN v USING (response_id) JOIN d USING (response_id)
+                   WHERE d.D IS NOT NULL),
+             y AS (SELECT *, CASE WHEN max(D) OVER g > min(D) OVER g
+                                  THEN (max(D) OVER g - D) / (max(D) OVER g - min(D) OVER g)
+                                  ELSE 1.0 END AS r_distill
+                   FROM x WINDOW g AS (PARTITION BY group_id)),
+             z AS (SELECT *, {config.w_acc!r} * r_acc + {config.w_distill!r} * r_distill AS reward FROM y)
+        SELECT substr(sha256('{key_prefix}' || response_id || '{key_suffix}'), 1, 32) AS reward_id,
+               response_id, '{cid}' AS reward_config_id, group_id, verdict_id,
+               stats_id AS token_stats_id, r_acc, D AS divergence, r_distill, reward,
+               CASE WHEN stddev_samp(reward) OVER g > 0
+                    THEN (reward - avg(reward) OVER g) / stddev_samp(reward) OVER g
+                    ELSE 0.0 END AS advantage,
+               now()::TIMESTAMPTZ AS created_at
+        FROM z WINDOW g AS (PARTITION BY group_id)"""
+
+
+def check_hex_ids(con: duckdb.DuckDBPyConnection, responses: str) -> None:
+    """reward ids are made in SQL from the canonical JSON of the id fields, which equals
+    ``schemas.ids.reward_id`` only for ids that need no JSON escaping (content hashes do)."""
+    bad = con.execute(f"SELECT response_id FROM {responses} WHERE NOT regexp_full_match(response_id, "
+                      "'[0-9A-Za-z_.:-]+') LIMIT 1").fetchone()
+    if bad:
+        raise ValueError(f"response id {bad[0]!r} is not a plain content-hash id; cannot compute reward ids")
 
 
 @dataclass
 class RewardResult:
     rewards: pa.Table
-    missing_verdict: int  # responses skipped: no ok verdict
-    missing_stats: int  # responses skipped: no token summaries
+    missing_verdict: int  # responses skipped: no ok verdict of the judge
+    missing_stats: int  # responses skipped: no token summaries (or no tokens)
 
 
-def compute_rewards(responses: pa.Table | pl.DataFrame, verdicts: pa.Table | pl.DataFrame,
-                    token_stats: pa.Table | pl.DataFrame, config: RewardConfig) -> RewardResult:
-    """Reward rows (REWARDS schema) under ``config`` for the responses that have an ok verdict of
-    ``config.judge_id`` and token summaries."""
-    r = _df(responses).select("response_id", "group_id")
-    v = (_df(verdicts).filter((pl.col("judge_id") == config.judge_id) & (pl.col("state") == "ok"))
-         .select("response_id", "verdict_id", pl.col("score").alias("r_acc")))
-    d = divergences(_df(token_stats), config.divergence, config.aggregation)
-    joined = r.join(v, on="response_id", how="inner")
-    missing_verdict = r.height - joined.height
-    with_d = joined.join(d, on="response_id", how="inner")
-    missing_stats = joined.height - with_d.height
-    g = pl.col("group_id")
-    d_max, d_min = pl.col("D").max().over(g), pl.col("D").min().over(g)
-    df = with_d.with_columns(
-        pl.when(d_max > d_min).then((d_max - pl.col("D")) / (d_max - d_min)).otherwise(1.0).alias("r_distill"))
-    df = df.with_columns((config.w_acc * pl.col("r_acc") + config.w_distill * pl.col("r_distill")).alias("reward"))
-    mean, std = pl.col("reward").mean().over(g), pl.col("reward").std(ddof=1).over(g)
-    df = df.with_columns(
-        pl.when(std > 0).then((pl.col("reward") - mean) / std).otherwise(0.0).alias("advantage"))
-    cid = config.id
-    now = datetime.now(timezone.utc)
-    out = df.select(
-        pl.col("response_id").map_elements(lambda x: ids.reward_id(x, cid), return_dtype=pl.String).alias("reward_id"),
-        "response_id", pl.lit(cid).alias("reward_config_id"), "group_id", "verdict_id",
-        pl.col("stats_id").alias("token_stats_id"), "r_acc", pl.col("D").alias("divergence"),
-        "r_distill", "reward", "advantage", pl.lit(now).alias("created_at"))
-    return RewardResult(out.to_arrow().cast(REWARDS.schema), missing_verdict, missing_stats)
+def compute_rewards(responses: pa.Table, verdicts: pa.Table, token_stats: pa.Table,
+                    config: RewardConfig) -> RewardResult:
+    """Reward rows (REWARDS schema) under ``config`` from in-memory Arrow tables."""
+    con = duckdb.connect()
+    con.register("responses", responses)
+    con.register("verdicts", verdicts)
+    con.register("token_stats", token_stats)
+    check_hex_ids(con, "responses")
+    rewards = con.execute(reward_sql(config, "responses", "verdicts", "token_stats")).to_arrow_table()
+    judged = con.execute("SELECT count(DISTINCT r.response_id) FROM responses r JOIN verdicts v "
+                         "USING (response_id) WHERE v.judge_id = $j AND v.state = 'ok'",
+                         {"j": config.judge_id}).fetchone()[0]
+    con.close()
+    return RewardResult(rewards.cast(REWARDS.schema), responses.num_rows - judged, judged - rewards.num_rows)
 
 
 def reward_config_row(config: RewardConfig) -> dict:
@@ -86,7 +103,3 @@ def reward_config_row(config: RewardConfig) -> dict:
             "aggregation": config.aggregation, "w_acc": config.w_acc, "w_distill": config.w_distill,
             "normalisation": config.normalisation, "config_json": config.to_json(),
             "created_at": datetime.now(timezone.utc)}
-
-
-def _df(t: pa.Table | pl.DataFrame) -> pl.DataFrame:
-    return t if isinstance(t, pl.DataFrame) else pl.from_arrow(t)

@@ -3,7 +3,6 @@ missing, reward rows appended under a new config id in one commit, no backend ca
 response file byte-identical."""
 
 import hashlib
-import json
 
 import pytest
 from typer.testing import CliRunner

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 import pyarrow as pa
 import pytest
 
-from rewards.scores import compute_rewards, divergences
+from rewards.scores import compute_rewards
 from schemas import token_codec as codec
 from schemas.config import RewardConfig
 from schemas.tables import TOKEN_STATS
@@ -36,12 +36,26 @@ def verdicts(scores):
 
 
 def test_divergence_aggregation():
+    responses = pa.table({"response_id": ["a", "b"], "group_id": ["g1", "g2"]})
     t = stats([("a", [0.1, 0.3]), ("b", [0.2])])
-    mean = dict(zip(*divergences(t, "jsd", "mean").select("response_id", "D").to_dict(as_series=False).values()))
-    total = dict(zip(*divergences(t, "jsd", "sum").select("response_id", "D").to_dict(as_series=False).values()))
-    kl = dict(zip(*divergences(t, "kl_forward").select("response_id", "D").to_dict(as_series=False).values()))
-    assert mean["a"] == pytest.approx(0.2, abs=1e-4) and total["a"] == pytest.approx(0.4, abs=1e-4)
-    assert kl["a"] == pytest.approx(0.4, abs=1e-3) and mean["b"] == pytest.approx(0.2, abs=1e-4)
+    v = verdicts({"a": 1, "b": 1})
+
+    def d(**kw):
+        rows = compute_rewards(responses, v, t, RewardConfig(judge_id=J, **kw)).rewards.to_pylist()
+        return {r["response_id"]: r["divergence"] for r in rows}
+
+    assert d()["a"] == pytest.approx(0.2, abs=1e-4) and d(aggregation="sum")["a"] == pytest.approx(0.4, abs=1e-4)
+    assert d(divergence="kl_forward")["a"] == pytest.approx(0.4, abs=1e-3) and d()["b"] == pytest.approx(0.2, abs=1e-4)
+
+
+def test_reward_ids_equal_the_id_function():
+    from schemas import ids
+
+    responses = pa.table({"response_id": ["a1", "b2"], "group_id": ["g", "g"]})
+    config = RewardConfig(judge_id=J)
+    rows = compute_rewards(responses, verdicts({"a1": 1, "b2": 0}), stats([("a1", [0.1]), ("b2", [0.2])]),
+                           config).rewards.to_pylist()
+    assert {r["reward_id"] for r in rows} == {ids.reward_id("a1", config.id), ids.reward_id("b2", config.id)}
 
 
 def test_golden_group():
