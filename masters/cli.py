@@ -316,8 +316,8 @@ def rescore(
             jr = judge_missing(cat, j, iteration=iteration, progress=sys.stderr.isatty())
             res = do_rescore(cat, config, iteration=iteration)
             typer.echo(f"judged {jr.judged} missing verdicts; reward config {config.id}: {res.added} reward "
-                       f"rows added, {res.skipped} already present (version {res.version}); skipped "
-                       f"{res.missing_verdict} without an ok verdict, {res.missing_stats} without summaries")
+                       f"rows added, {res.skipped} already present (version {res.version}); "
+                       f"{res.unrewarded} responses without an ok verdict or token summaries get none")
             if snapshot_name:
                 info = create_snapshot(cat, snapshot_name, config.id, iteration=iteration, progress=False)
                 typer.echo(f"snapshot {info.name}: {info.path} ({info.num_rows} rows)")

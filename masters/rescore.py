@@ -58,8 +58,7 @@ class RescoreResult:
     version: int | None
     added: int
     skipped: int
-    missing_verdict: int
-    missing_stats: int
+    unrewarded: int  # responses without an ok verdict of the judge, or without summaries
 
 
 def rescore(catalog: Catalog, config: RewardConfig, *, iteration: int | None = None,
@@ -71,30 +70,34 @@ def rescore(catalog: Catalog, config: RewardConfig, *, iteration: int | None = N
     con = catalog.connection()
     # views in the in-memory database, visible to the cursor that streams the result while the
     # commit's own statements run on the main connection
-    con.execute("CREATE OR REPLACE VIEW memory.main._rescore_responses AS SELECT r.response_id, r.group_id "
-                "FROM lake.responses r JOIN lake.iterations it USING (iteration_id) WHERE true" + f)
-    con.execute("CREATE OR REPLACE VIEW memory.main._rescore_stats AS SELECT * FROM ("
-                "SELECT ts.*, row_number() OVER (PARTITION BY ts.response_id ORDER BY ts.stats_id) AS k "
-                "FROM lake.token_stats ts JOIN lake.responses r USING (response_id) "
-                "JOIN lake.iterations it USING (iteration_id) "
-                "WHERE ts.teacher_model_id = it.teacher_model_id AND ts.student_model_id = it.student_model_id "
-                "AND abs(ts.teacher_mask_ratio - it.mask_ratio) < 1e-9" + f + ") WHERE k = 1")
+    responses = "lake.responses"
+    if iteration is not None:
+        con.execute("CREATE OR REPLACE VIEW memory.main._rescore_responses AS SELECT r.* "
+                    "FROM lake.responses r JOIN lake.iterations it USING (iteration_id) WHERE true" + f)
+        responses = "memory.main._rescore_responses"
+    stats = "lake.token_stats"
+    several = con.execute("SELECT count(*) > count(DISTINCT response_id) FROM lake.token_stats").fetchone()[0]
+    if several:  # a response scored more than once: keep its iteration's pair, first by stats_id
+        div = config.divergence
+        con.execute("CREATE OR REPLACE VIEW memory.main._rescore_stats AS "
+                    f"SELECT ts.response_id, min(ts.stats_id) AS stats_id, arg_min(ts.{div}, ts.stats_id) AS {div} "
+                    "FROM lake.token_stats ts JOIN lake.responses r USING (response_id) "
+                    "JOIN lake.iterations it USING (iteration_id) "
+                    "WHERE ts.teacher_model_id = it.teacher_model_id AND ts.student_model_id = it.student_model_id "
+                    "AND abs(ts.teacher_mask_ratio - it.mask_ratio) < 1e-9 GROUP BY ts.response_id")
+        stats = "memory.main._rescore_stats"
     try:
-        check_hex_ids(con, "memory.main._rescore_responses")
-        total = con.execute("SELECT count(*) FROM memory.main._rescore_responses").fetchone()[0]
-        judged = con.execute("SELECT count(DISTINCT r.response_id) FROM memory.main._rescore_responses r "
-                             "JOIN lake.verdicts v "
-                             "USING (response_id) WHERE v.judge_id = $j AND v.state = 'ok'",
-                             {"j": config.judge_id}).fetchone()[0]
+        check_hex_ids(con, responses)
+        total = con.execute(f"SELECT count(*) FROM {responses}").fetchone()[0]
         with catalog.commit(f"rescore {config.id}", stage="rescore", reward_config_id=config.id,
                             judge_id=config.judge_id, iteration=iteration) as tx:
             tx.append("reward_configs", [reward_config_row(config)])
             stream = con.cursor()
-            reader = stream.execute(reward_sql(config, "memory.main._rescore_responses", "lake.verdicts",
-                                               "memory.main._rescore_stats")).to_arrow_reader(rows_per_file)
+            reader = stream.execute(reward_sql(config, responses, "lake.verdicts", stats)
+                                    ).to_arrow_reader(rows_per_file)
             added, skipped = tx.append("rewards", reader)
             stream.close()
     finally:
         con.execute("DROP VIEW IF EXISTS memory.main._rescore_responses")
         con.execute("DROP VIEW IF EXISTS memory.main._rescore_stats")
-    return RescoreResult(tx.result.version, added, skipped, total - judged, judged - added - skipped)
+    return RescoreResult(tx.result.version, added, skipped, total - added - skipped)

@@ -118,3 +118,22 @@ def test_bad_reward_config_names_the_key(filled_catalog, catalog_dir):
     assert out.exit_code == 2 and "w_accc: unknown key" in out.output
     out = runner.invoke(app, ["--catalog", str(catalog_dir), "rescore", "--judge", "nope"])
     assert out.exit_code == 2 and "unknown judge 'nope'" in out.output
+
+
+def test_a_response_scored_twice_is_rewarded_once(filled_catalog, catalog_dir):
+    import pyarrow as pa
+
+    from masters.rescore import rescore
+    from schemas.config import RewardConfig
+
+    cat, tables, config = filled_catalog
+    again = tables["token_stats"].set_column(0, "stats_id", pa.array(
+        ["z" + s[1:] for s in tables["token_stats"].column("stats_id").to_pylist()]))  # another top-k, say
+    cat.append("token_stats", again.set_column(again.schema.get_field_index("top_k"), "top_k",
+                                               pa.array([9] * again.num_rows, pa.int32())), "rescored at k=9")
+    new = RewardConfig(judge_id=config.judge_id, w_distill=0.25)
+    res = rescore(cat, new)
+    assert res.added == tables["responses"].num_rows
+    used = cat.sql("SELECT DISTINCT token_stats_id FROM rewards WHERE reward_config_id = $c",
+                   params={"c": new.id}).column(0).to_pylist()
+    assert sorted(used) == sorted(tables["token_stats"].column("stats_id").to_pylist())  # first by id
