@@ -16,7 +16,8 @@ def invoke(catalog_dir, *args):
     return runner.invoke(app, ["--catalog", str(catalog_dir), *args], catch_exceptions=False)
 
 
-@pytest.mark.parametrize("verb", [None, "sql", "versions", "snapshot", "verify", "tables", "roundtrip"])
+@pytest.mark.parametrize("verb", [None, "sql", "versions", "snapshot", "verify", "tables", "roundtrip",
+                                  "questions", "fixtures", "judge", "rescore"])
 def test_help_on_every_verb(verb):
     result = runner.invoke(app, ([verb] if verb else []) + ["--help"])
     assert result.exit_code == 0 and "Usage" in result.output

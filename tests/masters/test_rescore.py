@@ -137,3 +137,26 @@ def test_a_response_scored_twice_is_rewarded_once(filled_catalog, catalog_dir):
     used = cat.sql("SELECT DISTINCT token_stats_id FROM rewards WHERE reward_config_id = $c",
                    params={"c": new.id}).column(0).to_pylist()
     assert sorted(used) == sorted(tables["token_stats"].column("stats_id").to_pylist())  # first by id
+
+
+def test_the_readme_sql_examples_run(filled_catalog, spy_judge):
+    import re
+    from pathlib import Path
+
+    from masters.rescore import judge_missing
+    from rewards.judges import make_judge
+
+    cat, tables, config = filled_catalog
+    judge_missing(cat, make_judge("spy"))
+    spy_id = make_judge("spy").judge_id
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    blocks = re.findall(r"```sql\n(.*?)```", readme, re.DOTALL)
+    assert len(blocks) == 3
+    out = [cat.sql(b.replace("JUDGE_A", config.judge_id).replace("JUDGE_B", spy_id)
+                   .replace("REWARD_CONFIG", config.id)) for b in blocks]
+    assert out[0].column("responses")[0].as_py() == tables["responses"].num_rows
+    assert 0 <= out[0].column("agreement")[0].as_py() <= 1
+    assert set(out[1].column("source").to_pylist()) == {"teacher", "student"}
+    flipped = out[2].num_rows
+    agreement = out[0].column("agreement")[0].as_py()
+    assert flipped == round((1 - agreement) * tables["responses"].num_rows)
