@@ -317,7 +317,7 @@ def rescore(
             res = do_rescore(cat, config, iteration=iteration)
             typer.echo(f"judged {jr.judged} missing verdicts; reward config {config.id}: {res.added} reward "
                        f"rows added, {res.skipped} already present (version {res.version}); "
-                       f"{res.unrewarded} responses without an ok verdict or token summaries get none")
+                       f"{res.unrewarded} responses get none (unparseable verdict, or group not complete yet)")
             if snapshot_name:
                 info = create_snapshot(cat, snapshot_name, config.id, iteration=iteration, progress=False)
                 typer.echo(f"snapshot {info.name}: {info.path} ({info.num_rows} rows)")

@@ -26,14 +26,19 @@ def _iteration_filter(iteration: int | None) -> str:
 
 
 def judge_missing(catalog: Catalog, judge: Judge, *, iteration: int | None = None,
-                  batch_size: int = 512, progress: bool = False) -> JudgeResult:
-    """Judge every response that has no verdict of ``judge`` yet; one commit per batch, so a
-    crash loses at most one batch and a re-run judges only what is missing."""
+                  batch_size: int = 2048, progress: bool = False) -> JudgeResult:
+    """Judge every response that has no final verdict (ok / unparseable) of ``judge`` yet, error
+    verdicts included (retried); one commit per batch, so a crash loses at most one batch and a
+    re-run judges only what is missing."""
     jid = judge.judge_id
+    # missing: no final verdict (ok / unparseable) yet; error verdicts are retried, as attempt n
     todo = catalog.sql(
-        "SELECT r.response_id, q.question, q.answer, q.answer_type, q.choices, r.text "
+        "SELECT r.response_id, q.question, q.answer, q.answer_type, q.choices, r.text, "
+        "(SELECT count(*) FROM verdicts e WHERE e.response_id = r.response_id AND e.judge_id = $j "
+        " AND e.state = 'error') AS attempt "
         "FROM responses r JOIN questions q USING (question_id) JOIN iterations it USING (iteration_id) "
-        "WHERE r.response_id NOT IN (SELECT response_id FROM verdicts WHERE judge_id = $j)"
+        "WHERE r.response_id NOT IN (SELECT response_id FROM verdicts WHERE judge_id = $j "
+        "AND state IN ('ok', 'unparseable'))"
         + _iteration_filter(iteration) + " ORDER BY r.response_id", params={"j": jid}).to_pylist()
     total = catalog.sql("SELECT count(*) FROM responses r JOIN iterations it USING (iteration_id) WHERE true"
                         + _iteration_filter(iteration)).column(0)[0].as_py()
@@ -46,7 +51,8 @@ def judge_missing(catalog: Catalog, judge: Judge, *, iteration: int | None = Non
         verdicts = judge.judge(items)
         for v in verdicts:
             states[v.state] = states.get(v.state, 0) + 1
-        res = catalog.append("verdicts", verdict_rows(judge, items, verdicts), f"judge {judge.kind}",
+        attempts = {r["response_id"]: r["attempt"] for r in rows if r["attempt"]}
+        res = catalog.append("verdicts", verdict_rows(judge, items, verdicts, attempts), f"judge {judge.kind}",
                              stage="judge", judge_id=jid)
         if res.version is not None:
             versions.append(res.version)
@@ -58,46 +64,32 @@ class RescoreResult:
     version: int | None
     added: int
     skipped: int
-    unrewarded: int  # responses without an ok verdict of the judge, or without summaries
+    unrewarded: int  # responses without a reward row: unparseable, or their group is incomplete
 
 
 def rescore(catalog: Catalog, config: RewardConfig, *, iteration: int | None = None,
             rows_per_file: int = 1_000_000) -> RescoreResult:
-    """Reward rows under ``config`` for every response with an ok verdict of its judge and token
-    summaries of its iteration's scoring pair, appended with the config row in one commit. The
-    rewards are computed by one SQL query inside the catalog engine and streamed into Parquet."""
-    f = _iteration_filter(iteration)
+    """Reward rows under ``config`` (rewards.scores.reward_sql: complete groups, final verdicts of
+    the config's judge, summaries of each iteration's scoring pair), appended with the config row
+    in one commit. Computed by one SQL query inside the catalog engine, pinned to the version read
+    at the start, and streamed into Parquet."""
     con = catalog.connection()
-    # views in the in-memory database, visible to the cursor that streams the result while the
-    # commit's own statements run on the main connection
-    responses = "lake.responses"
+    version = catalog.current_version()  # the cursor reads this version, whatever commits meanwhile
+    t = {name: f"(SELECT * FROM {catalog.table_ref(name, version)})"
+         for name in ("responses", "verdicts", "token_stats", "iterations")}
+    responses = t["responses"]
     if iteration is not None:
-        con.execute("CREATE OR REPLACE VIEW memory.main._rescore_responses AS SELECT r.* "
-                    "FROM lake.responses r JOIN lake.iterations it USING (iteration_id) WHERE true" + f)
-        responses = "memory.main._rescore_responses"
-    stats = "lake.token_stats"
-    several = con.execute("SELECT count(*) > count(DISTINCT response_id) FROM lake.token_stats").fetchone()[0]
-    if several:  # a response scored more than once: keep its iteration's pair, first by stats_id
-        div = config.divergence
-        con.execute("CREATE OR REPLACE VIEW memory.main._rescore_stats AS "
-                    f"SELECT ts.response_id, min(ts.stats_id) AS stats_id, arg_min(ts.{div}, ts.stats_id) AS {div} "
-                    "FROM lake.token_stats ts JOIN lake.responses r USING (response_id) "
-                    "JOIN lake.iterations it USING (iteration_id) "
-                    "WHERE ts.teacher_model_id = it.teacher_model_id AND ts.student_model_id = it.student_model_id "
-                    "AND abs(ts.teacher_mask_ratio - it.mask_ratio) < 1e-9 GROUP BY ts.response_id")
-        stats = "memory.main._rescore_stats"
-    try:
-        check_hex_ids(con, responses)
-        total = con.execute(f"SELECT count(*) FROM {responses}").fetchone()[0]
-        with catalog.commit(f"rescore {config.id}", stage="rescore", reward_config_id=config.id,
-                            judge_id=config.judge_id, iteration=iteration) as tx:
-            tx.append("reward_configs", [reward_config_row(config)])
-            stream = con.cursor()
-            reader = stream.execute(reward_sql(config, responses, "lake.verdicts", stats)
-                                    ).to_arrow_reader(rows_per_file)
-            added, skipped = tx.append("rewards", reader)
+        responses = (f"(SELECT r.* FROM {t['responses']} AS r JOIN {t['iterations']} AS it "
+                     f"USING (iteration_id) WHERE true{_iteration_filter(iteration)})")
+    check_hex_ids(con, responses)
+    total = con.execute(f"SELECT count(*) FROM {responses}").fetchone()[0]
+    sql = reward_sql(config, responses, t["verdicts"], t["token_stats"], t["iterations"])
+    with catalog.commit(f"rescore {config.id}", stage="rescore", reward_config_id=config.id,
+                        judge_id=config.judge_id, iteration=iteration, read_version=version) as tx:
+        tx.append("reward_configs", [reward_config_row(config)])
+        stream = con.cursor()  # streams the result while the commit's statements run on `con`
+        try:
+            added, skipped = tx.append("rewards", stream.execute(sql).to_arrow_reader(rows_per_file))
+        finally:
             stream.close()
-    finally:
-        con.execute("DROP VIEW IF EXISTS memory.main._rescore_responses")
-        con.execute("DROP VIEW IF EXISTS memory.main._rescore_stats")
     return RescoreResult(tx.result.version, added, skipped, total - added - skipped)

@@ -95,10 +95,10 @@ def _text(item: JudgeItem) -> str | None:
 
 
 def _number(item: JudgeItem) -> str | None:
-    value = matching.parse_number(item.response)
-    if value is None:
-        return _text(item) if not matching.parse_number(item.answer) else None
-    return f"{value:g}"
+    found = matching.find_number(item.response)
+    if found is None:
+        return _text(item) if matching.parse_number(item.answer) is None else None
+    return found
 
 
 def _letter(item: JudgeItem) -> str | None:
@@ -134,11 +134,15 @@ def make_judge(name: str, **params) -> Judge:
     return factory(**params)
 
 
-def verdict_rows(judge: Judge, items: Sequence[JudgeItem], verdicts: Sequence[Verdict]) -> pa.Table:
+def verdict_rows(judge: Judge, items: Sequence[JudgeItem], verdicts: Sequence[Verdict],
+                 attempts: dict[str, int] | None = None) -> pa.Table:
+    """Verdict rows; ``attempts`` maps a response to its number of earlier error verdicts."""
     now = datetime.now(timezone.utc)
     jid = judge.judge_id
+    attempts = attempts or {}
     return pa.Table.from_pylist([
-        {"verdict_id": ids.verdict_id(i.response_id, jid), "response_id": i.response_id,
+        {"verdict_id": ids.verdict_id(i.response_id, jid, attempts.get(i.response_id, 0)),
+         "response_id": i.response_id,
          "judge_id": jid, "judge_kind": judge.kind, "score": v.score,
          "extracted_answer": v.extracted_answer, "raw_output": v.raw_output,
          "latency_s": v.latency_s, "state": v.state, "error": v.error, "created_at": now}

@@ -7,9 +7,9 @@ unparseable -> state ``unparseable``; a transport failure after the retries -> s
 with the error. Never a silent 0.
 
 The candidate response is untrusted data: it is passed between random-per-call fence markers,
-the prompt tells the judge to ignore instructions inside, and the parser first removes every
-verbatim copy of the response from the judge's reply, so ``<answer>1</answer>`` planted in a
-response and echoed back cannot decide the verdict. Conflicting tags are unparseable.
+the prompt tells the judge to ignore instructions inside, and any ``<answer>``-like tag inside it
+is defanged (look-alike brackets) before it is sent, so a tag planted in a response and echoed
+back by the judge cannot decide the verdict. Conflicting tags are unparseable.
 
 Calls run with bounded concurrency (a thread pool), a timeout per call, and retries with
 exponential backoff on 429, 5xx, timeouts and connection errors. The API key is read from an
@@ -20,6 +20,7 @@ catalog, a log line or an error message.
 from __future__ import annotations
 
 import os
+import random
 import re
 import secrets
 import time
@@ -63,11 +64,19 @@ class LLMJudgeConfig(StrictModel):
     backoff_s: float = Field(0.5, ge=0, description="first backoff; doubles each retry")
 
 
-def parse_verdict(reply: str, response: str) -> float | None:
-    """0.0 / 1.0 from the judge's reply, None when there is no single unambiguous tag. Verbatim
-    copies of the (untrusted) response are removed first."""
-    cleaned = reply.replace(response, " ") if response.strip() else reply
-    values = {m.group(1) for m in _TAG.finditer(cleaned)}
+_ANY_TAG = re.compile(r"<\s*/?\s*answer\s*>", re.IGNORECASE)
+
+
+def defang(response: str) -> str:
+    """The response as sent to the judge: any <answer>-like tag in it is rewritten with look-alike
+    brackets, so every real tag in the judge's reply was written by the judge, even when the
+    judge quotes the response."""
+    return _ANY_TAG.sub(lambda m: m.group(0).replace("<", "\u2039").replace(">", "\u203a"), response)
+
+
+def parse_verdict(reply: str) -> float | None:
+    """0.0 / 1.0 from the judge's reply; None unless its tags agree on one value."""
+    values = {m.group(1) for m in _TAG.finditer(reply)}
     return float(values.pop()) if len(values) == 1 else None
 
 
@@ -78,7 +87,15 @@ class LLMJudge:
         self.config = config or LLMJudgeConfig(**kwargs)
         if self.config.template not in TEMPLATES:
             raise ValueError(f"unknown judge template {self.config.template!r}; known: {', '.join(TEMPLATES)}")
-        self._client = None
+        key = os.environ.get(self.config.api_key_env)
+        if not key and not _is_loopback(self.config.base_url):
+            raise ValueError(f"no API key: set the environment variable {self.config.api_key_env} "
+                             f"(or api_key_env) for {self.config.base_url}")
+        import openai
+
+        # built once, here: the client is shared by the worker threads
+        self._client = openai.OpenAI(base_url=self.config.base_url, api_key=key or "none",
+                                     timeout=self.config.timeout_s, max_retries=0)
 
     @property
     def judge_id(self) -> str:
@@ -86,38 +103,32 @@ class LLMJudge:
         return ids.judge_id(self.kind, c.model, c.template,
                             {"temperature": c.temperature, "max_tokens": c.max_tokens})
 
-    def _openai(self):
-        if self._client is None:
-            import openai
-
-            key = os.environ.get(self.config.api_key_env) or "none"  # local servers take any key
-            self._client = openai.OpenAI(base_url=self.config.base_url, api_key=key,
-                                         timeout=self.config.timeout_s, max_retries=0)
-        return self._client
-
     def _call(self, messages: list[dict]) -> str:
         """One chat completion with retries; raises the last error (its message carries no key)."""
         import openai
 
         delay, last = self.config.backoff_s, None
         for attempt in range(self.config.max_retries + 1):
+            wait = delay
             try:
-                res = self._openai().chat.completions.create(
+                res = self._client.chat.completions.create(
                     model=self.config.model, messages=messages, temperature=self.config.temperature,
                     max_tokens=self.config.max_tokens)
                 content = res.choices[0].message.content if res.choices else None
                 if content is None:
                     raise ValueError("the endpoint returned no message content")
                 return content
-            except (openai.RateLimitError, openai.APITimeoutError, openai.APIConnectionError,
-                    openai.InternalServerError) as exc:
+            except (openai.APITimeoutError, openai.APIConnectionError) as exc:
                 last = exc
-            except openai.APIStatusError as exc:
-                if exc.status_code < 500:
+            except openai.APIStatusError as exc:  # 429, 5xx, 408, 409 are worth another try
+                if exc.status_code not in (408, 409, 429) and exc.status_code < 500:
                     raise
                 last = exc
+                retry_after = exc.response.headers.get("retry-after") if exc.response is not None else None
+                if retry_after and retry_after.replace(".", "", 1).isdigit():
+                    wait = max(wait, min(float(retry_after), 60.0))
             if attempt < self.config.max_retries:
-                time.sleep(delay)
+                time.sleep(wait * (1 + random.random() * 0.25))  # jitter: workers do not retry in lockstep
                 delay *= 2
         raise last
 
@@ -127,14 +138,15 @@ class LLMJudge:
         fence = f"<<<{secrets.token_hex(6)}>>>"
         messages = [{"role": "system", "content": tpl["system"]},
                     {"role": "user", "content": tpl["user"].format(
-                        question=item.question, answer=item.answer, response=item.response, fence=fence)}]
+                        question=item.question, answer=item.answer, response=defang(item.response),
+                        fence=fence)}]
         try:
             reply = self._call(messages)
-            score = parse_verdict(reply, item.response)
+            score = parse_verdict(reply)
             raw = reply
             if score is None:  # step two: ask for the verdict alone
                 second = self._call([{"role": "user", "content": tpl["extract"].format(reply=reply, fence=fence)}])
-                score = parse_verdict(second, item.response)
+                score = parse_verdict(second)
                 raw = reply + "\n--- extraction ---\n" + second
             if score is None:
                 return Verdict(None, "unparseable", None, raw, time.perf_counter() - t0,
@@ -146,6 +158,12 @@ class LLMJudge:
     def judge(self, items: Sequence[JudgeItem]) -> list[Verdict]:
         with ThreadPoolExecutor(max_workers=self.config.concurrency) as pool:
             return list(pool.map(self._judge_one, items))
+
+
+def _is_loopback(url: str) -> bool:
+    from urllib.parse import urlparse
+
+    return (urlparse(url).hostname or "") in ("127.0.0.1", "localhost", "::1")
 
 
 def _safe_error(exc: Exception, config: LLMJudgeConfig) -> str:

@@ -29,10 +29,18 @@ def exact_match(prediction: str, truth: str) -> bool:
     return normalise(prediction) == normalise(truth)
 
 
-def parse_number(text: str) -> float | None:
-    """The first number in ``text`` ("%" kept as a plain number), None when there is none."""
+def find_number(text: str) -> str | None:
+    """The first number in ``text`` as written (thousands separators dropped), or None."""
     m = _NUMBER.search(_THOUSANDS.sub("", text))
-    return float(m.group(0).rstrip("%")) if m else None
+    return m.group(0) if m else None
+
+
+def parse_number(text: str) -> float | None:
+    """The first number in ``text``, None when there is none. A "%" sign is dropped and the
+    number kept as written ("45%" is 45): chart answers state percentages as numbers of percent.
+    (ChartQA's reference scorer divides by 100 instead; both sides are treated alike here.)"""
+    found = find_number(text)
+    return float(found.rstrip("%")) if found else None
 
 
 def relaxed_numeric_match(prediction: str, truth: str, tolerance: float = 0.05) -> bool:

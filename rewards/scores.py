@@ -14,8 +14,9 @@ Definitions (DESIGN.md, "The recipe"):
 - Advantage A = (R - mean) / std within the group, std with Bessel's correction (as TRL's GRPO);
   **a group whose R are all equal (std 0, or one response) gets A = 0**: it carries no signal.
 
-Responses without an ``ok`` verdict of the config's judge get no reward row (a failed judgement
-is never a 0), nor do responses without token summaries; both are counted.
+Only complete groups are rewarded (every member has a final verdict and token summaries), so a
+group's normalisation never changes once written; members whose verdict is unparseable get no
+reward row (a failed judgement is never a 0). Both are counted.
 """
 
 from __future__ import annotations
@@ -33,28 +34,44 @@ from schemas.tables import REWARDS
 SCALES = {"jsd": codec.JSD_SCALE, "kl_forward": codec.KL_SCALE, "kl_reverse": codec.KL_SCALE}
 
 
-def reward_sql(config: RewardConfig, responses: str, verdicts: str, token_stats: str) -> str:
-    """The query producing REWARDS rows; the three arguments are SQL table references (a catalog
-    table at a version, or a registered Arrow table). Parameters: none (values are inlined from
-    the validated config). reward_id = ids.reward_id(response_id, config id), computed in SQL."""
+def reward_sql(config: RewardConfig, responses: str, verdicts: str, token_stats: str,
+               iterations: str | None = None) -> str:
+    """The query producing REWARDS rows; the arguments are SQL table references (catalog tables,
+    possibly at a version, or registered Arrow tables). Values are inlined from the validated
+    config (finite floats, hex ids). reward_id = ids.reward_id(response_id, config id), in SQL.
+
+    - Summaries: with ``iterations``, only those of the response's iteration scoring pair
+      (teacher, its mask ratio, student); one per response (the first by stats_id) when several.
+    - Verdicts: the config's judge, final states only (ok / unparseable; errors are retried).
+    - Only complete groups are rewarded: every member has a final verdict and summaries, so a
+      group's normalisation never changes after its rows are written. Members whose verdict is
+      unparseable get no reward row (never a 0)."""
     scale = SCALES[config.divergence]
     agg = "list_avg" if config.aggregation == "mean" else "list_sum"
     cid = config.id
     key_prefix = '{"kind":"reward","response_id":"'
     key_suffix = f'","reward_config_id":"{cid}"' + "}"
     judge = config.judge_id.replace("'", "''")
+    pair = "" if iterations is None else (
+        f" JOIN {responses} pr USING (response_id) JOIN {iterations} it ON it.iteration_id = pr.iteration_id "
+        "WHERE ts.teacher_model_id = it.teacher_model_id AND ts.student_model_id = it.student_model_id "
+        "AND abs(ts.teacher_mask_ratio - it.mask_ratio) < 1e-9")
     return f"""
-        WITH v AS (SELECT response_id, verdict_id, score AS r_acc FROM {verdicts}
-                   WHERE judge_id = '{judge}' AND state = 'ok'),
-             d AS (SELECT response_id, stats_id, {agg}({config.divergence})::DOUBLE / {scale} AS D
-                   FROM {token_stats}),
-             x AS (SELECT r.response_id, r.group_id, v.verdict_id, d.stats_id, v.r_acc, d.D
-                   FROM {responses} r JOIN v USING (response_id) JOIN d USING (response_id)
-                   WHERE d.D IS NOT NULL),
+        WITH v AS (SELECT response_id, verdict_id, score AS r_acc, state FROM {verdicts}
+                   WHERE judge_id = '{judge}' AND state IN ('ok', 'unparseable')),
+             s AS (SELECT ts.response_id, ts.stats_id,
+                          {agg}(ts.{config.divergence})::DOUBLE / {scale} AS D
+                   FROM {token_stats} ts{pair}),
+             d AS (SELECT response_id, min(stats_id) AS stats_id, arg_min(D, stats_id) AS D
+                   FROM s GROUP BY response_id),
+             x AS (SELECT r.response_id, r.group_id, v.verdict_id, v.state, v.r_acc, d.stats_id, d.D
+                   FROM {responses} r LEFT JOIN v USING (response_id) LEFT JOIN d USING (response_id)),
+             c AS (SELECT * FROM x
+                   QUALIFY bool_and(state IS NOT NULL AND D IS NOT NULL) OVER (PARTITION BY group_id)),
              y AS (SELECT *, CASE WHEN max(D) OVER g > min(D) OVER g
                                   THEN (max(D) OVER g - D) / (max(D) OVER g - min(D) OVER g)
                                   ELSE 1.0 END AS r_distill
-                   FROM x WINDOW g AS (PARTITION BY group_id)),
+                   FROM c WHERE state = 'ok' WINDOW g AS (PARTITION BY group_id)),
              z AS (SELECT *, {config.w_acc!r} * r_acc + {config.w_distill!r} * r_distill AS reward FROM y)
         SELECT substr(sha256('{key_prefix}' || response_id || '{key_suffix}'), 1, 32) AS reward_id,
                response_id, '{cid}' AS reward_config_id, group_id, verdict_id,
@@ -78,24 +95,24 @@ def check_hex_ids(con: duckdb.DuckDBPyConnection, responses: str) -> None:
 @dataclass
 class RewardResult:
     rewards: pa.Table
-    missing_verdict: int  # responses skipped: no ok verdict of the judge
-    missing_stats: int  # responses skipped: no token summaries (or no tokens)
+    unrewarded: int  # responses without a reward row: unparseable, or their group incomplete
 
 
 def compute_rewards(responses: pa.Table, verdicts: pa.Table, token_stats: pa.Table,
-                    config: RewardConfig) -> RewardResult:
-    """Reward rows (REWARDS schema) under ``config`` from in-memory Arrow tables."""
+                    config: RewardConfig, iterations: pa.Table | None = None) -> RewardResult:
+    """Reward rows (REWARDS schema) under ``config`` from in-memory Arrow tables (with
+    ``iterations``, summaries are restricted to each response's iteration scoring pair)."""
     con = duckdb.connect()
     con.register("responses", responses)
     con.register("verdicts", verdicts)
     con.register("token_stats", token_stats)
+    if iterations is not None:
+        con.register("iterations", iterations)
     check_hex_ids(con, "responses")
-    rewards = con.execute(reward_sql(config, "responses", "verdicts", "token_stats")).to_arrow_table()
-    judged = con.execute("SELECT count(DISTINCT r.response_id) FROM responses r JOIN verdicts v "
-                         "USING (response_id) WHERE v.judge_id = $j AND v.state = 'ok'",
-                         {"j": config.judge_id}).fetchone()[0]
+    rewards = con.execute(reward_sql(config, "responses", "verdicts", "token_stats",
+                                     "iterations" if iterations is not None else None)).to_arrow_table()
     con.close()
-    return RewardResult(rewards.cast(REWARDS.schema), responses.num_rows - judged, judged - rewards.num_rows)
+    return RewardResult(rewards.cast(REWARDS.schema), responses.num_rows - rewards.num_rows)
 
 
 def reward_config_row(config: RewardConfig) -> dict:

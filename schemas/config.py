@@ -44,8 +44,8 @@ class RewardConfig(StrictModel):
     judge_id: str = Field(description="judge whose verdicts give R_acc")
     divergence: Divergence = Field("jsd", description="D: jsd (default), kl_forward or kl_reverse")
     aggregation: Literal["mean", "sum"] = Field("mean", description="token aggregation of D")
-    w_acc: float = Field(1.0, description="weight of R_acc")
-    w_distill: float = Field(1.0, description="weight of R_distill")
+    w_acc: float = Field(1.0, allow_inf_nan=False, description="weight of R_acc")
+    w_distill: float = Field(1.0, allow_inf_nan=False, description="weight of R_distill")
     normalisation: Literal["group"] = Field("group", description="scope of the min-max normalisation of D")
 
     @property

@@ -98,7 +98,10 @@ def judge_id(kind: str, model: str | None, template_version: str | None,
                       params=dict(params or {}))
 
 
-def verdict_id(response_id: str, judge_id: str) -> str:
+def verdict_id(response_id: str, judge_id: str, attempt: int = 0) -> str:
+    """Attempt n > 0 is a retry after n failed (``error``) verdicts of the same judge."""
+    if attempt:
+        return content_id("verdict", response_id=response_id, judge_id=judge_id, attempt=attempt)
     return content_id("verdict", response_id=response_id, judge_id=judge_id)
 
 

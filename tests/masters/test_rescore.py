@@ -160,3 +160,43 @@ def test_the_readme_sql_examples_run(filled_catalog, spy_judge):
     flipped = out[2].num_rows
     agreement = out[0].column("agreement")[0].as_py()
     assert flipped == round((1 - agreement) * tables["responses"].num_rows)
+
+
+def test_error_verdicts_are_retried_as_new_attempts(filled_catalog, monkeypatch):
+    from masters.rescore import judge_missing, rescore
+    from rewards.judges import Verdict, make_judge
+    from schemas import ids
+    from schemas.config import RewardConfig
+
+    cat, tables, _ = filled_catalog
+    n = tables["responses"].num_rows
+    state = {"fail": True}
+
+    def factory():
+        j = make_judge("exact")
+        j.kind = "flaky"
+        real = j.judge
+
+        def judge(items):
+            if state["fail"]:  # e.g. the endpoint was down: every verdict an explicit error
+                return [Verdict(None, "error", error="ConnectionError") for _ in items]
+            return real(items)
+        j.judge = judge
+        return j
+
+    monkeypatch.setitem(JUDGES, "flaky", factory)
+    flaky = make_judge("flaky")
+    first = judge_missing(cat, flaky)
+    assert first.states == {"error": n}
+    config = RewardConfig(judge_id=flaky.judge_id)
+    assert rescore(cat, config).added == 0  # nothing rewarded from errors (never a silent 0)
+    state["fail"] = False
+    second = judge_missing(cat, flaky)
+    assert second.judged == n and second.states.get("ok", 0) + second.states.get("unparseable", 0) == n
+    rid = tables["responses"].column("response_id")[0].as_py()
+    kept = cat.sql("SELECT verdict_id, state FROM verdicts WHERE response_id = $r AND judge_id = $j ORDER BY state",
+                   params={"r": rid, "j": flaky.judge_id}).to_pylist()
+    assert [k["state"] for k in kept][0] == "error" and len(kept) == 2  # both attempts are kept
+    assert {k["verdict_id"] for k in kept} == {ids.verdict_id(rid, flaky.judge_id), ids.verdict_id(rid, flaky.judge_id, 1)}
+    assert judge_missing(cat, flaky).judged == 0
+    assert rescore(cat, config).added > 0

@@ -25,6 +25,8 @@ class FakeOpenAI:
     def __init__(self):
         self.calls: dict[str, int] = {}
         self.requests: list[dict] = []
+        self.in_flight = self.peak = 0
+        self.lock = threading.Lock()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -32,6 +34,16 @@ class FakeOpenAI:
                 pass
 
             def do_POST(self):
+                with server.lock:
+                    server.in_flight += 1
+                    server.peak = max(server.peak, server.in_flight)
+                try:
+                    self._post()
+                finally:
+                    with server.lock:
+                        server.in_flight -= 1
+
+            def _post(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 server.requests.append({"headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
                 model = body["model"]
@@ -41,6 +53,10 @@ class FakeOpenAI:
                     return self._send(429 if model == "rate-limited" else 500, {"error": {"message": "busy"}})
                 if model == "slow":
                     time.sleep(2.0)
+                if model == "slowish":
+                    time.sleep(0.2)
+                if model == "echo-401":  # a server that quotes the credentials it was sent
+                    return self._send(401, {"error": {"message": f"bad key {self.headers['Authorization']}"}})
                 if model == "malformed":
                     return self._raw(200, b'{"choices": [ this is not json')
                 if model == "no-tag-then-tag":

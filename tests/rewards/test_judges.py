@@ -49,3 +49,10 @@ def test_ids_rows_and_registry():
     assert set(JUDGES) >= {"exact", "numeric", "choice", "rule"}
     with pytest.raises(ValueError, match="known: exact"):
         make_judge("llm-typo")
+
+
+@pytest.mark.parametrize("response,answer,ok", [("1234567", "1234567", True), ("2,500,000 units", "2500000", True),
+                                                ("0.00001", "0.00001", True), ("1234567", "1300000", False)])
+def test_numeric_judge_keeps_the_number_as_written(response, answer, ok):
+    (v,) = make_judge("numeric").judge([item(response, answer, "number")])
+    assert v.state == "ok" and v.score == float(ok)

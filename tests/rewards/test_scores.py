@@ -29,10 +29,16 @@ def stats(rows):
     return pa.Table.from_pylist(out, schema=TOKEN_STATS.schema)
 
 
-def verdicts(scores):
+def replace(table, column, values):
+    i = table.schema.get_field_index(column)
+    return table.set_column(i, column, pa.array(values)).cast(TOKEN_STATS.schema)
+
+
+def verdicts(scores, states=None):
+    states = states or {}
     return pa.table({"response_id": list(scores), "verdict_id": ["v" + r for r in scores],
                      "judge_id": [J] * len(scores), "score": [None if s is None else float(s) for s in scores.values()],
-                     "state": ["ok" if s is not None else "error" for s in scores.values()]})
+                     "state": [states.get(r, "ok" if s is not None else "error") for r, s in scores.items()]})
 
 
 def test_divergence_aggregation():
@@ -84,5 +90,39 @@ def test_degenerate_groups():
     assert rows["a"]["r_distill"] == rows["b"]["r_distill"] == 1.0  # all D equal: 1 each
     assert rows["a"]["advantage"] == rows["b"]["advantage"] == 0.0  # all R equal: 0
     assert rows["c"]["r_distill"] == 1.0 and rows["c"]["advantage"] == 0.0  # a group of one
-    assert "d" not in rows and res.missing_verdict == 1  # an error verdict is no reward, not a 0
+    assert "d" not in rows and res.unrewarded == 1  # an error verdict is no reward, not a 0
     assert all(math.isfinite(r["advantage"]) for r in rows.values())
+
+
+def test_unparseable_members_are_left_out_and_error_members_hold_the_group_back():
+    responses = pa.table({"response_id": ["a", "b", "c", "d", "e"], "group_id": ["g1"] * 3 + ["g2"] * 2})
+    res = compute_rewards(responses, verdicts({"a": 1, "b": 0, "c": None, "d": 1, "e": None},
+                                              {"c": "unparseable", "e": "error"}),
+                          stats([(r, [0.1 * (i + 1)]) for i, r in enumerate("abcde")]), RewardConfig(judge_id=J))
+    rows = {r["response_id"]: r for r in res.rewards.to_pylist()}
+    assert set(rows) == {"a", "b"}  # c: unparseable, no reward; g2 waits for e's retry
+    assert rows["a"]["r_distill"] == 1.0 and rows["b"]["r_distill"] == 0.0  # normalised over a, b
+    assert res.unrewarded == 3
+
+
+def test_one_reward_per_response_when_scored_twice_and_equal_d_different_r():
+    responses = pa.table({"response_id": ["a", "b"], "group_id": ["g", "g"]})
+    twice = pa.concat_tables([stats([("a", [0.2]), ("b", [0.2])]),
+                              replace(stats([("a", [0.6])]), "stats_id", ["zz"])])
+    res = compute_rewards(responses, verdicts({"a": 1, "b": 0}), twice, RewardConfig(judge_id=J))
+    rows = {r["response_id"]: r for r in res.rewards.to_pylist()}
+    assert len(rows) == 2 and rows["a"]["token_stats_id"] == "sa"  # the first summary by id
+    assert rows["a"]["r_distill"] == rows["b"]["r_distill"] == 1.0  # equal D: 1 each...
+    assert rows["a"]["advantage"] == pytest.approx(1 / math.sqrt(2)) and rows["b"]["advantage"] == pytest.approx(-1 / math.sqrt(2))
+
+
+def test_summaries_of_another_scoring_pair_are_ignored():
+    responses = pa.table({"response_id": ["a", "b"], "group_id": ["g", "g"], "iteration_id": ["i", "i"]})
+    iterations = pa.table({"iteration_id": ["i"], "teacher_model_id": ["t"], "student_model_id": ["s"],
+                           "mask_ratio": [0.2]})
+    other = replace(replace(stats([("a", [0.6])]), "stats_id", ["a0"]), "teacher_model_id", ["T2"])
+    res = compute_rewards(responses, verdicts({"a": 1, "b": 1}),
+                          pa.concat_tables([stats([("a", [0.1]), ("b", [0.3])]), other]),
+                          RewardConfig(judge_id=J), iterations=iterations)
+    rows = {r["response_id"]: r for r in res.rewards.to_pylist()}
+    assert rows["a"]["token_stats_id"] == "sa" and rows["a"]["divergence"] == pytest.approx(0.1, abs=1e-4)
