@@ -381,29 +381,31 @@ class CommitBuilder:
         self._files: list[str] = []
         self.result = CommitResult()
 
-    def append(self, name: str, data: Any) -> tuple[int, int]:
+    def append(self, name: str, data: Any, unique_ids: bool = False) -> tuple[int, int]:
         """Append rows (Arrow, polars, row dicts, or an iterable of batches) to table ``name``.
         Returns (added, skipped); rows whose id exists (in the catalog or earlier in this commit)
-        are skipped. Each chunk becomes one Parquet file, so memory stays bounded by a chunk."""
+        are skipped. Each chunk becomes one Parquet file, so memory stays bounded by a chunk.
+        ``unique_ids=True`` promises no id repeats *within* a chunk (e.g. a query that yields one
+        row per key), which skips that check; ids already in the catalog are still skipped."""
         spec = table_spec(name)
         added = skipped = 0
         self.result.added.setdefault(name, 0)
         self.result.skipped.setdefault(name, 0)
         for chunk in iter_tables(data):
-            a, s = self._append_chunk(spec, chunk)
+            a, s = self._append_chunk(spec, chunk, unique_ids)
             added, skipped = added + a, skipped + s
             self.result.added[name] += a  # per chunk: a later failing chunk keeps these counted
             self.result.skipped[name] += s
         return added, skipped
 
-    def _append_chunk(self, spec: TableSpec, chunk: pa.Table) -> tuple[int, int]:
+    def _append_chunk(self, spec: TableSpec, chunk: pa.Table, unique_ids: bool = False) -> tuple[int, int]:
         if chunk.num_rows == 0:
             return 0, 0
         table = conform(spec, chunk)
         ids = table.column(spec.id_column).combine_chunks()
-        first = pl.from_arrow(ids).is_first_distinct().to_arrow()
+        first = pa.array([True] * len(ids)) if unique_ids else pl.from_arrow(ids).is_first_distinct().to_arrow()
         keep = first
-        present = self._cat.existing_ids(spec.name, pc.filter(ids, first))
+        present = self._cat.existing_ids(spec.name, ids if unique_ids else pc.filter(ids, first))
         if len(present):
             keep = pc.and_(first, pc.invert(pc.is_in(ids, value_set=present)))
         kept = table if pc.all(keep).as_py() else table.filter(keep)

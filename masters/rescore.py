@@ -89,7 +89,9 @@ def rescore(catalog: Catalog, config: RewardConfig, *, iteration: int | None = N
         tx.append("reward_configs", [reward_config_row(config)])
         stream = con.cursor()  # streams the result while the commit's statements run on `con`
         try:
-            added, skipped = tx.append("rewards", stream.execute(sql).to_arrow_reader(rows_per_file))
+            # one row per response by construction: no within-chunk duplicate check needed
+            added, skipped = tx.append("rewards", stream.execute(sql).to_arrow_reader(rows_per_file),
+                                       unique_ids=True)
         finally:
             stream.close()
     return RescoreResult(tx.result.version, added, skipped, total - added - skipped)
