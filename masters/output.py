@@ -70,12 +70,17 @@ def write_result(table: pa.Table, fmt: str, output: Path | None = None, max_rows
         rich_table.add_column(name, overflow="fold")
     for row in table.slice(0, max_rows).to_pylist():
         rich_table.add_row(*[_cell(v) for v in row.values()])
-    console = Console(file=open(output, "w") if output else sys.stdout, width=200)
-    console.print(rich_table)
-    if table.num_rows > max_rows:
-        console.print(f"({table.num_rows} rows, first {max_rows} shown; use --format csv/json/parquet for all)")
-    else:
-        console.print(f"({table.num_rows} row{'s' if table.num_rows != 1 else ''})")
+    sink = open(output, "w") if output else sys.stdout
+    try:
+        console = Console(file=sink, width=200)
+        console.print(rich_table)
+        if table.num_rows > max_rows:
+            console.print(f"({table.num_rows} rows, first {max_rows} shown; use --format csv/json/parquet for all)")
+        else:
+            console.print(f"({table.num_rows} row{'s' if table.num_rows != 1 else ''})")
+    finally:
+        if output:
+            sink.close()
 
 
 def _emit(text: str, output: Path | None) -> None:
