@@ -1,0 +1,76 @@
+"""Golden values for each term of the training objective."""
+
+import math
+
+import pytest
+import torch
+
+from trainer.losses import (kl_to_reference, masters_loss, policy_term, sequence_mean,
+                            topk_tail_jsd)
+
+
+def test_policy_term_golden():
+    logps = torch.log(torch.tensor([[0.5, 0.5], [0.2, 0.2]]))
+    old = torch.log(torch.tensor([[0.5, 0.25], [0.2, 0.4]]))
+    adv = torch.tensor([1.0, -2.0])
+    out = policy_term(logps, old, adv, 0.2, 0.2)
+    # seq 0: ratios 1 and 2 (clipped to 1.2) with A=1 -> -1, -1.2
+    # seq 1: ratios 1 and 0.5 (clipped to 0.8) with A=-2 -> min(-1,-1)=... -> +2, +1.6
+    assert out.flatten().tolist() == pytest.approx([-1.0, -1.2, 2.0, 1.6])
+
+
+def test_ratio_one_regime_is_plain_advantage_weighting():
+    logps = torch.randn(3, 4)
+    adv = torch.tensor([0.5, -1.0, 2.0])
+    out = policy_term(logps, logps.detach(), adv)
+    assert torch.allclose(out, -adv.unsqueeze(-1).expand(3, 4))
+
+
+def test_kl_k3_golden():
+    logps = torch.tensor([[math.log(0.5), math.log(0.25)]])
+    ref = torch.tensor([[math.log(0.5), math.log(0.5)]])
+    d = math.log(2)
+    assert kl_to_reference(logps, ref).tolist()[0] == pytest.approx([0.0, 2 - d - 1])
+
+
+def test_sequence_mean_masks_padding():
+    x = torch.tensor([[1.0, 3.0, 100.0], [2.0, 100.0, 100.0]])
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    assert sequence_mean(x, mask).item() == pytest.approx((2.0 + 2.0) / 2)
+
+
+def test_topk_tail_jsd_golden():
+    # vocabulary of 4; teacher top-2 = tokens 0 (p=.5) and 1 (p=.3) -> tail .2
+    topk_ids = torch.tensor([[[0, 1]]])
+    topk_logps = torch.log(torch.tensor([[[0.5, 0.3]]]))
+    q = torch.tensor([0.25, 0.25, 0.25, 0.25])  # the student: uniform -> buckets .25 .25 .5
+    logits = q.log().view(1, 1, 4).clone().requires_grad_(True)
+    got = topk_tail_jsd(logits, topk_ids, topk_logps)
+    p, qb = [0.5, 0.3, 0.2], [0.25, 0.25, 0.5]
+    m = [(a + b) / 2 for a, b in zip(p, qb)]
+    want = 0.5 * sum(a * math.log(a / c) for a, c in zip(p, m)) + 0.5 * sum(b * math.log(b / c) for b, c in zip(qb, m))
+    assert got.item() == pytest.approx(want, abs=1e-6)
+    got.sum().backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0  # differentiable in the student
+
+
+def test_topk_tail_jsd_is_zero_when_the_student_is_the_teacher():
+    logits = torch.randn(2, 3, 11)
+    top_v, top_i = logits.log_softmax(-1).topk(4, -1)
+    assert torch.allclose(topk_tail_jsd(logits, top_i, top_v), torch.zeros(2, 3), atol=1e-6)
+
+
+def test_masters_loss_combines_the_terms():
+    logps = torch.log(torch.tensor([[0.5, 0.5]]))
+    old = ref = torch.log(torch.tensor([[0.5, 0.25]]))
+    adv = torch.tensor([1.0])
+    mask = torch.ones(1, 2)
+    logits = torch.zeros(1, 2, 4)
+    ids = torch.tensor([[[0, 1], [0, 1]]])
+    lps = torch.log(torch.tensor([[[0.5, 0.3], [0.5, 0.3]]]))
+    loss, m = masters_loss(logps, old, ref, adv, mask, student_logits=logits, topk_ids=ids, topk_logps=lps,
+                           beta=0.1, jsd_weight=2.0)
+    assert m["policy"] == pytest.approx((-1.0 - 1.2) / 2)
+    assert loss.item() == pytest.approx(m["policy"] + 0.1 * m["kl"] + 2.0 * m["jsd"])
+    no_jsd, m2 = masters_loss(logps, old, ref, adv, mask, beta=0.1, jsd_weight=0.0)
+    assert "jsd" not in m2 and no_jsd.item() == pytest.approx(m["policy"] + 0.1 * m["kl"])

@@ -1,0 +1,78 @@
+"""The terms of the paper's training objective (Appendix B), each a pure function of tensors, so
+each has its own golden-value test and the TRL subclass (issue 6) stays thin.
+
+Shapes: B sequences x T completion tokens; ``mask`` (B, T) is 1 on real completion tokens.
+
+- policy term (GRPO): per token -min(rho * A, clip(rho, 1 - eps, 1 + eps) * A), with
+  rho = exp(logp - logp_old) (1 in the paper's one-update-per-iteration regime);
+- KL to the reference policy, TRL's k3 estimator: exp(ref - logp) - (ref - logp) - 1, weighted by
+  beta (0.1 in the paper), the stored student log-probs serving as the reference;
+- JSD(masked teacher || student) over the stored teacher top-k renormalised with one tail bucket:
+  both distributions are put on the k teacher tokens plus "everything else", and the JSD of those
+  (k + 1)-bucket distributions is taken per token.
+
+Token losses are averaged per sequence, then over sequences (GRPO's aggregation).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+LN2 = math.log(2.0)
+
+
+def sequence_mean(per_token: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over each sequence's real tokens, then over sequences (empty sequences count 0)."""
+    mask = mask.to(per_token.dtype)
+    per_seq = (per_token * mask).sum(-1) / mask.sum(-1).clamp_min(1.0)
+    return per_seq.mean()
+
+
+def policy_term(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor,
+                epsilon_low: float = 0.2, epsilon_high: float = 0.2) -> torch.Tensor:
+    """Per-token clipped policy-gradient loss; ``advantages`` is (B,) (one per sequence)."""
+    ratio = torch.exp(logps - old_logps)
+    adv = advantages.unsqueeze(-1)
+    return -torch.minimum(ratio * adv, torch.clamp(ratio, 1 - epsilon_low, 1 + epsilon_high) * adv)
+
+
+def kl_to_reference(logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
+    """Per-token k3 estimate of KL(policy || reference): exp(d) - d - 1 with d = ref - logp."""
+    d = ref_logps - logps
+    return torch.exp(d) - d - 1
+
+
+def topk_tail_jsd(student_logits: torch.Tensor, topk_ids: torch.Tensor,
+                  topk_logps: torch.Tensor) -> torch.Tensor:
+    """Per-token JSD between the teacher, known by its top-k log-probs, and the student's live
+    distribution, both renormalised onto the k teacher tokens plus one tail bucket.
+
+    student_logits (B, T, V); topk_ids, topk_logps (B, T, k). Differentiable in the student."""
+    s_logp = student_logits.float().log_softmax(-1)
+    q_k = s_logp.gather(-1, topk_ids.long()).exp()                     # (B, T, k)
+    p_k = topk_logps.float().exp()
+    p = torch.cat([p_k, (1 - p_k.sum(-1, keepdim=True)).clamp_min(0)], dim=-1)
+    q = torch.cat([q_k, (1 - q_k.sum(-1, keepdim=True)).clamp_min(0)], dim=-1)
+    p = p / p.sum(-1, keepdim=True)                                    # exact renormalisation
+    q = q / q.sum(-1, keepdim=True)
+    m = 0.5 * (p + q)
+    return 0.5 * (torch.xlogy(p, p) - torch.xlogy(p, m)).sum(-1) \
+        + 0.5 * (torch.xlogy(q, q) - torch.xlogy(q, m)).sum(-1)
+
+
+def masters_loss(logps, old_logps, ref_logps, advantages, mask, *, student_logits=None,
+                 topk_ids=None, topk_logps=None, beta: float = 0.1, jsd_weight: float = 1.0,
+                 epsilon: float = 0.2) -> tuple[torch.Tensor, dict[str, float]]:
+    """policy + beta * KL(ref) + jsd_weight * JSD(teacher top-k || student), each sequence-mean."""
+    policy = sequence_mean(policy_term(logps, old_logps, advantages, epsilon, epsilon), mask)
+    kl = sequence_mean(kl_to_reference(logps, ref_logps), mask)
+    loss = policy + beta * kl
+    metrics = {"policy": float(policy), "kl": float(kl)}
+    if jsd_weight and student_logits is not None:
+        jsd = sequence_mean(topk_tail_jsd(student_logits, topk_ids, topk_logps), mask)
+        loss = loss + jsd_weight * jsd
+        metrics["jsd"] = float(jsd)
+    metrics["loss"] = float(loss)
+    return loss, metrics
