@@ -17,7 +17,7 @@ import datasets
 from PIL import Image
 from pydantic import Field
 
-from gendata.questions import QuestionSet, QuestionSetBuilder, format_prompt
+from gendata.questions import QuestionSet, QuestionSetBuilder, _probe, format_prompt
 from schemas.config import StrictModel
 from schemas.errors import ConfigError, SourceDataError
 
@@ -70,12 +70,6 @@ def _image_bytes(value: Any) -> bytes | None:
     if isinstance(value, str) and Path(value).is_file():
         return Path(value).read_bytes()
     return None
-
-
-def _probe(data: bytes) -> tuple[str, int, int]:
-    with Image.open(io.BytesIO(data)) as img:
-        img.load()
-        return img.format or "unknown", img.width, img.height
 
 
 def _as_letter(answer: str, choices: list[str]) -> str | None:

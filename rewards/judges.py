@@ -102,11 +102,7 @@ def _number(item: JudgeItem) -> str | None:
 
 
 def _letter(item: JudgeItem) -> str | None:
-    letter = matching.extract_letter(item.response, len(item.choices) or 26)
-    if letter is None and item.choices:
-        named = [i for i, c in enumerate(item.choices) if matching.exact_match(item.response, c)]
-        letter = chr(65 + named[0]) if len(named) == 1 else None
-    return letter
+    return matching.extract_choice(item.response, item.choices)
 
 
 def _by_type(item: JudgeItem) -> str | None:

@@ -67,11 +67,17 @@ def extract_letter(text: str, n_choices: int = 26) -> str | None:
     return None
 
 
-def choice_match(prediction: str, truth: str, choices: list[str] | None = None) -> bool:
+def extract_choice(prediction: str, choices: list[str] | tuple[str, ...] | None = None) -> str | None:
+    """The option letter a response picks: a letter it states, or the one option it names."""
     letter = extract_letter(prediction, len(choices) if choices else 26)
     if letter is None and choices:  # the response may name the option instead of its letter
         named = [i for i, c in enumerate(choices) if exact_match(prediction, c)]
         letter = string.ascii_uppercase[named[0]] if len(named) == 1 else None
+    return letter
+
+
+def choice_match(prediction: str, truth: str, choices: list[str] | None = None) -> bool:
+    letter = extract_choice(prediction, choices)
     return letter is not None and letter == truth.strip().upper()
 
 
