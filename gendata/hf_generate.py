@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from schemas.errors import MastersError
+from schemas.prompts import user_message
 
 
 @dataclass
@@ -42,9 +43,8 @@ def as_image(image) -> Image.Image:
 
 
 def chat_text(processor, prompt: str, with_image: bool = True) -> str:
-    content = ([{"type": "image"}] if with_image else []) + [{"type": "text", "text": prompt}]
-    return processor.apply_chat_template([{"role": "user", "content": content}],
-                                         add_generation_prompt=True, tokenize=False)
+    return processor.apply_chat_template(user_message(prompt, with_image), add_generation_prompt=True,
+                                         tokenize=False)
 
 
 def _inputs(model, processor, prompts: Sequence[str], images: Sequence) -> dict:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from schemas.config import StrictModel
@@ -24,6 +26,54 @@ class SFTRunConfig(StrictModel):
     report_to: list[str] = Field(default_factory=list, description="TRL/transformers loggers, e.g. ['tensorboard']")
     save_steps: int | None = Field(None, gt=0, description="checkpoint every N steps (None: only at the end)")
     resume: bool = Field(False, description="resume from the last checkpoint in output_dir")
+    trust_remote_code: bool = Field(True, description="allow the processor code shipped in the checkpoint "
+                                    "(the image-only shims of tiny fixtures); set False for untrusted checkpoints")
+    progress: bool = Field(True, description="show a progress bar")
+
+
+class GRPORunConfig(StrictModel):
+    """Offline GRPO (the paper's objective) of a student on a snapshot folder.
+
+    Defaults are the paper's: lr 1e-6, beta 0.1, one update per sampled batch (importance ratio 1
+    against the stored student log-probs). Tiny models need a larger learning rate."""
+
+    model: str = Field(description="the student checkpoint folder to start from")
+    snapshot: str = Field(description="snapshot folder (verified against its manifest before training)")
+    output_dir: str = Field(description="where the trained checkpoint, meta.json and trainer state go")
+    max_steps: int | None = Field(None, gt=0, description="optimizer steps (None: num_epochs over the rows)")
+    num_epochs: float = Field(1.0, gt=0, description="passes over the snapshot's rows when max_steps is None")
+    batch_size: int = Field(8, gt=0, description="completions per device per micro-batch")
+    gradient_accumulation_steps: int = Field(1, gt=0, description="micro-batches per optimizer step")
+    updates_per_batch: int = Field(1, gt=0, description="optimizer passes over each sampled batch (TRL's "
+                                   "num_iterations); 1 is the paper's regime (ratio 1), more gives real "
+                                   "importance ratios against the stored log-probs, with clipping")
+    learning_rate: float = Field(1e-6, gt=0, description="AdamW learning rate (the paper's 1e-6)")
+    lr_scheduler: str = Field("constant", description="transformers scheduler name")
+    warmup_steps: int = Field(0, ge=0, description="linear warm-up steps")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping norm")
+    beta: float = Field(0.1, ge=0, description="weight of KL(policy || reference); the stored student "
+                        "log-probs are the reference")
+    jsd_weight: float = Field(1.0, ge=0, description="weight of the JSD(masked teacher || student) term "
+                              "over the stored teacher top-k plus a tail bucket (0: off)")
+    epsilon_low: float = Field(0.2, gt=0, lt=1, description="lower clip of the importance ratio (1 - eps)")
+    epsilon_high: float = Field(0.2, gt=0, description="upper clip of the importance ratio (1 + eps)")
+    sources: list[Literal["teacher", "student"]] = Field(
+        default_factory=lambda: ["teacher", "student"], min_length=1,
+        description="which responses to train on (the paper: both)")
+    max_completion_tokens: int | None = Field(None, gt=0, description="truncate longer completions (and "
+                                              "their per-token columns) to this many tokens")
+    seed: int = Field(0, description="data order seed")
+    logging_steps: int = Field(10, gt=0, description="log every N steps")
+    report_to: list[str] = Field(default_factory=list, description="TRL/transformers loggers, e.g. ['tensorboard']")
+    save_steps: int | None = Field(None, gt=0, description="checkpoint every N steps (None: only at the end)")
+    save_total_limit: int | None = Field(2, gt=0, description="intermediate checkpoints kept")
+    resume: bool = Field(False, description="resume from the last checkpoint in output_dir/trainer_state")
+    deepspeed: str | None = Field(None, description="DeepSpeed JSON (e.g. configs/deepspeed/zero3.json); "
+                                  "under `accelerate launch` with a DeepSpeed accelerate config this is "
+                                  "taken from there instead")
+    gradient_checkpointing: bool = Field(False, description="trade compute for activation memory")
+    bf16: bool = Field(False, description="bfloat16 mixed precision (GPUs)")
     trust_remote_code: bool = Field(True, description="allow the processor code shipped in the checkpoint "
                                     "(the image-only shims of tiny fixtures); set False for untrusted checkpoints")
     progress: bool = Field(True, description="show a progress bar")

@@ -51,8 +51,14 @@ def topk_tail_jsd(student_logits: torch.Tensor, topk_ids: torch.Tensor,
 
     student_logits (B, T, V); topk_ids, topk_logps (B, T, k). Differentiable in the student."""
     s_logp = student_logits.float().log_softmax(-1)
-    q_k = s_logp.gather(-1, topk_ids.long()).exp()                     # (B, T, k)
-    p_k = topk_logps.float().exp()
+    return topk_tail_jsd_from_logps(s_logp.gather(-1, topk_ids.long()), topk_logps)
+
+
+def topk_tail_jsd_from_logps(student_topk_logps: torch.Tensor, teacher_topk_logps: torch.Tensor) -> torch.Tensor:
+    """The same JSD from the student's log-probs *of the teacher's top-k tokens* (B, T, k): all
+    the term needs, so the trainer never materialises a full log-softmax over the vocabulary."""
+    q_k = student_topk_logps.float().exp()
+    p_k = teacher_topk_logps.float().exp()
     p = torch.cat([p_k, (1 - p_k.sum(-1, keepdim=True)).clamp_min(0)], dim=-1)
     q = torch.cat([q_k, (1 - q_k.sum(-1, keepdim=True)).clamp_min(0)], dim=-1)
     p = p / p.sum(-1, keepdim=True)                                    # exact renormalisation
@@ -62,17 +68,24 @@ def topk_tail_jsd(student_logits: torch.Tensor, topk_ids: torch.Tensor,
         + 0.5 * (torch.xlogy(q, q) - torch.xlogy(q, m)).sum(-1)
 
 
-def masters_loss(logps, old_logps, ref_logps, advantages, mask, *, student_logits=None,
-                 topk_ids=None, topk_logps=None, beta: float = 0.1, jsd_weight: float = 1.0,
-                 epsilon: float = 0.2) -> tuple[torch.Tensor, dict[str, float]]:
-    """policy + beta * KL(ref) + jsd_weight * JSD(teacher top-k || student), each sequence-mean."""
-    policy = sequence_mean(policy_term(logps, old_logps, advantages, epsilon, epsilon), mask)
+def masters_loss(logps, old_logps, ref_logps, advantages, mask, *, student_topk_logps=None,
+                 teacher_topk_logps=None, beta: float = 0.1, jsd_weight: float = 1.0,
+                 epsilon_low: float = 0.2, epsilon_high: float = 0.2) -> tuple[torch.Tensor, dict[str, float]]:
+    """policy + beta * KL(ref) + jsd_weight * JSD(teacher top-k || student), each sequence-mean.
+    Also returns the terms and the mean importance ratio / clipped fraction as floats."""
+    policy = sequence_mean(policy_term(logps, old_logps, advantages, epsilon_low, epsilon_high), mask)
     kl = sequence_mean(kl_to_reference(logps, ref_logps), mask)
     loss = policy + beta * kl
-    metrics = {"policy": float(policy), "kl": float(kl)}
-    if jsd_weight and student_logits is not None:
-        jsd = sequence_mean(topk_tail_jsd(student_logits, topk_ids, topk_logps), mask)
+    with torch.no_grad():
+        real = mask.bool()
+        ratio = torch.exp(logps - old_logps)[real]
+        clipped = ((ratio < 1 - epsilon_low) | (ratio > 1 + epsilon_high)).float()
+    metrics = {"policy": float(policy.detach()), "kl": float(kl.detach()),
+               "ratio_mean": float(ratio.mean()) if ratio.numel() else 1.0,
+               "clip_fraction": float(clipped.mean()) if clipped.numel() else 0.0}
+    if jsd_weight and student_topk_logps is not None:
+        jsd = sequence_mean(topk_tail_jsd_from_logps(student_topk_logps, teacher_topk_logps), mask)
         loss = loss + jsd_weight * jsd
-        metrics["jsd"] = float(jsd)
-    metrics["loss"] = float(loss)
+        metrics["jsd"] = float(jsd.detach())
+    metrics["loss"] = float(loss.detach())
     return loss, metrics

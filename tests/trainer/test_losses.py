@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from trainer.losses import (kl_to_reference, masters_loss, policy_term, sequence_mean,
-                            topk_tail_jsd)
+                            topk_tail_jsd, topk_tail_jsd_from_logps)
 
 
 def test_policy_term_golden():
@@ -54,6 +54,14 @@ def test_topk_tail_jsd_golden():
     assert logits.grad is not None and logits.grad.abs().sum() > 0  # differentiable in the student
 
 
+def test_jsd_from_topk_logps_equals_the_logits_form():
+    logits = torch.randn(2, 3, 9)
+    teacher = torch.randn(2, 3, 9).log_softmax(-1)
+    top_v, top_i = teacher.topk(3, -1)
+    student_topk = logits.log_softmax(-1).gather(-1, top_i)
+    assert torch.allclose(topk_tail_jsd_from_logps(student_topk, top_v), topk_tail_jsd(logits, top_i, top_v))
+
+
 def test_topk_tail_jsd_is_zero_when_the_student_is_the_teacher():
     logits = torch.randn(2, 3, 11)
     top_v, top_i = logits.log_softmax(-1).topk(4, -1)
@@ -65,12 +73,13 @@ def test_masters_loss_combines_the_terms():
     old = ref = torch.log(torch.tensor([[0.5, 0.25]]))
     adv = torch.tensor([1.0])
     mask = torch.ones(1, 2)
-    logits = torch.zeros(1, 2, 4)
-    ids = torch.tensor([[[0, 1], [0, 1]]])
-    lps = torch.log(torch.tensor([[[0.5, 0.3], [0.5, 0.3]]]))
-    loss, m = masters_loss(logps, old, ref, adv, mask, student_logits=logits, topk_ids=ids, topk_logps=lps,
+    student = torch.log(torch.full((1, 2, 2), 0.25))  # a uniform student over 4 tokens
+    teacher = torch.log(torch.tensor([[[0.5, 0.3], [0.5, 0.3]]]))
+    loss, m = masters_loss(logps, old, ref, adv, mask, student_topk_logps=student, teacher_topk_logps=teacher,
                            beta=0.1, jsd_weight=2.0)
     assert m["policy"] == pytest.approx((-1.0 - 1.2) / 2)
+    assert m["ratio_mean"] == pytest.approx(1.5) and m["clip_fraction"] == pytest.approx(0.5)
+    assert m["jsd"] == pytest.approx(topk_tail_jsd(torch.zeros(1, 1, 4), torch.tensor([[[0, 1]]]), teacher[:, :1]).item())
     assert loss.item() == pytest.approx(m["policy"] + 0.1 * m["kl"] + 2.0 * m["jsd"])
     no_jsd, m2 = masters_loss(logps, old, ref, adv, mask, beta=0.1, jsd_weight=0.0)
     assert "jsd" not in m2 and no_jsd.item() == pytest.approx(m["policy"] + 0.1 * m["kl"])
