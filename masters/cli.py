@@ -379,5 +379,143 @@ def roundtrip(
         _fail(exc)
 
 
+# --- the loop -------------------------------------------------------------------------------
+
+
+def _load_run_config(path: str):
+    from masters.run_config import load_run_config
+
+    return load_run_config(path)
+
+
+@app.command()
+def validate(config: str = typer.Argument(..., help="run config YAML")) -> None:
+    """Check a run config without running anything (unknown keys and bad values are named)."""
+    try:
+        cfg = _load_run_config(config)
+    except MastersError as exc:
+        _fail(exc)
+    ladder = ", ".join(f"{t.model} from iteration {t.start}" for t in cfg.teachers)
+    typer.echo(f"{config}: valid. run {cfg.run_id}: {cfg.iterations} iterations, mask ratios "
+               f"{cfg.schedule.ratios()}, teachers {ladder}, {cfg.teacher_responses}+{cfg.student_responses} "
+               f"responses per question, judge {cfg.judge.kind}")
+
+
+def _run_and_report(cfg, html: Optional[str], png: Optional[str]) -> None:
+    from catalog import Catalog
+    from masters.loop import run, run_dir
+    from masters.report import build_report, render_png
+
+    with Catalog.open(State.config()) as cat:
+        result = run(cfg, cat, progress=True, report=lambda s: typer.echo(s.line()))
+        out = Path(html) if html else run_dir(cfg, cat) / "report.html"
+        page = build_report(cat, cfg.run_id, out)
+        names = {r["model_id"]: r["name"] for r in cat.sql("SELECT model_id, name FROM models").to_pylist()}
+        teachers = cat.sql("SELECT model_id, accuracy FROM evaluations WHERE run_id = $r AND iteration IS NULL",
+                           params={"r": cfg.run_id}).to_pylist()
+    _accuracy_table(result, {names.get(t["model_id"], t["model_id"][:12]): t["accuracy"] for t in teachers})
+    typer.echo(f"report: {page}")
+    if png:
+        typer.echo(f"report rendered: {render_png(page, Path(png))}")
+    typer.echo(f"final student: {result.final_student} ({result.seconds:.0f} s)")
+
+
+def _accuracy_table(result, teachers: dict[str, float]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"held-out accuracy, run {result.run_id}")
+    for col in ("model", "mask ratio", "teacher", "accuracy"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    table.add_row("starting student", "", "", f"{result.start_accuracy['accuracy']:.3f}")
+    for s in result.iterations:
+        table.add_row(f"student after iteration {s.iteration}", f"{s.mask_ratio:.2f}", s.teacher,
+                      f"{s.accuracy:.3f}")
+    for name, acc in sorted(teachers.items(), key=lambda kv: kv[1]):
+        table.add_row(f"teacher {name} (unmasked)", "", "", f"{acc:.3f}")
+    Console().print(table)
+
+
+@app.command("run")
+def run_cmd(
+    config: str = typer.Argument(..., help="run config YAML (see configs/run-*.yaml)"),
+    report: Optional[str] = typer.Option(None, "--report", help="report HTML path (default: <run dir>/report.html)"),
+    png: Optional[str] = typer.Option(None, "--png", help="also render the report to this PNG (headless Chromium)"),
+) -> None:
+    """Run the Masters loop (or resume it: what the catalog holds is not done again)."""
+    try:
+        _run_and_report(_load_run_config(config), report, png)
+    except MastersError as exc:
+        _fail(exc)
+
+
+@app.command()
+def demo(
+    iterations: Optional[int] = typer.Option(None, help="iterations (default 5)"),
+    report: Optional[str] = typer.Option(None, "--report", help="report HTML path"),
+    png: Optional[str] = typer.Option(None, "--png", help="also render the report to this PNG (headless Chromium)"),
+) -> None:
+    """The embedded default end to end on CPU: tiny ladder, synthetic visual QA, rule judge, five
+    iterations of masked-teacher Gen-Data and offline GRPO, an accuracy table and a report."""
+    from masters.demo import demo_config
+
+    try:
+        cfg = demo_config(iterations=iterations)
+        if iterations is not None:
+            cfg = cfg.model_copy(update={"run_id": f"demo-{iterations}"})
+        _run_and_report(cfg, report, png)
+    except MastersError as exc:
+        _fail(exc)
+
+
+@app.command("eval")
+def eval_cmd(
+    checkpoint: str = typer.Argument(..., help="checkpoint folder or ladder:<member>"),
+    split: str = typer.Option("test", help="question split in the catalog"),
+    judge_name: str = typer.Option("rule", "--judge", help="judge kind (rule, exact, numeric, choice, llm)"),
+    judge_config: Optional[str] = typer.Option(None, "--judge-config", help="judge parameters (JSON or YAML file)"),
+    limit: Optional[int] = typer.Option(None, help="at most this many questions"),
+    max_new_tokens: int = typer.Option(8, help="answer length limit (greedy)"),
+) -> None:
+    """Held-out accuracy of a checkpoint, overall and per question type, judged like the loop."""
+    from catalog import Catalog
+    from masters.evaluate import evaluate
+    from masters.loop import question_set, resolve_model
+
+    try:
+        folder = resolve_model(checkpoint)
+        judge = _make_judge(judge_name, judge_config)
+        with Catalog.open_read_only(State.config()) as cat:
+            qs = question_set(cat, split, limit)
+        if qs.questions.num_rows == 0:
+            raise MastersError(f"the catalog has no {split!r} questions")
+        res = evaluate(folder, qs, max_new_tokens=max_new_tokens, progress=True, judge=judge)
+    except MastersError as exc:
+        _fail(exc)
+    typer.echo(f"{folder}: accuracy {res.accuracy:.3f} on {res.n} {split} questions (judge {judge.kind})")
+    for qtype, acc in res.per_type.items():
+        typer.echo(f"  {qtype:<16} {acc:.3f}")
+
+
+@app.command("report")
+def report_cmd(
+    run_id: str = typer.Argument(..., help="the run to report on"),
+    out: str = typer.Option("report.html", "--out", help="HTML path"),
+    png: Optional[str] = typer.Option(None, "--png", help="also render it to this PNG (headless Chromium)"),
+) -> None:
+    """Write the HTML report of a run from the catalog."""
+    from catalog import Catalog
+    from masters.report import build_report, render_png
+
+    try:
+        with Catalog.open_read_only(State.config()) as cat:
+            page = build_report(cat, run_id, Path(out))
+        typer.echo(f"report: {page}")
+        if png:
+            typer.echo(f"rendered: {render_png(page, Path(png))}")
+    except MastersError as exc:
+        _fail(exc)
+
+
 if __name__ == "__main__":
     app()

@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 
 from gendata.hf_generate import generate, load_vlm
 from gendata.questions import QuestionSet
+from rewards.judges import Judge, JudgeItem
 from rewards.matching import match_answer
 
 
@@ -22,7 +23,9 @@ class EvalResult:
 
 
 def evaluate(checkpoint: str | Path, qs: QuestionSet, batch_size: int = 32, max_new_tokens: int = 8,
-             progress: bool = False, model_and_processor=None) -> EvalResult:
+             progress: bool = False, model_and_processor=None, judge: Judge | None = None) -> EvalResult:
+    """Greedy answers marked by ``judge`` (default: the rule matcher per answer type). A verdict
+    that is not ``ok`` with score 1 counts as wrong."""
     model, processor = model_and_processor or load_vlm(checkpoint)
     images = {r["image_id"]: r["bytes"] for r in qs.images.to_pylist()}
     rows = qs.questions.to_pylist()
@@ -34,8 +37,13 @@ def evaluate(checkpoint: str | Path, qs: QuestionSet, batch_size: int = 32, max_
         answers = generate(model, processor, [r["question"] for r in batch],
                            [images[r["image_id"]] for r in batch], n=1, do_sample=False,
                            repetition_penalty=1.0, max_new_tokens=max_new_tokens, batch_size=batch_size)
-        for r, (sample,) in zip(batch, answers):
-            ok = match_answer(sample.text, r["answer"], r["answer_type"], r["choices"])
+        if judge is not None:
+            verdicts = judge.judge([JudgeItem(r["question_id"], r["question"], r["answer"], r["answer_type"],
+                                              s.text, tuple(r["choices"] or ())) for r, (s,) in zip(batch, answers)])
+            marks = [v.state == "ok" and v.score == 1 for v in verdicts]
+        else:
+            marks = [match_answer(s.text, r["answer"], r["answer_type"], r["choices"]) for r, (s,) in zip(batch, answers)]
+        for r, (sample,), ok in zip(batch, answers, marks):
             hits.setdefault(r["qtype"], []).append(ok)
             if len(examples) < 12:
                 examples.append({"qtype": r["qtype"], "answer": r["answer"], "response": sample.text, "correct": ok})

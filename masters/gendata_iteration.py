@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -14,12 +15,14 @@ from pathlib import Path
 import pyarrow as pa
 from pydantic import Field
 from tqdm.auto import tqdm
+from transformers import AutoTokenizer
 
 from catalog import Catalog
 from gendata.backends import SamplingConfig, backend, generate_responses
 from gendata.hf_generate import load_vlm
 from gendata.masking import MaskSpec
 from gendata.scoring import ScoringConfig, score_responses
+from masters import faults
 from masters.rescore import judge_missing, rescore
 from rewards.judges import Judge
 from schemas import ids
@@ -54,19 +57,33 @@ class IterationResult:
     added: dict[str, int] = field(default_factory=dict)  # rows added per stage in this call
 
 
-def _model_row(folder: Path, role: str, model, extra: dict | None = None) -> dict:
+def checkpoint_facts(folder: Path) -> tuple[str, int]:
+    """(family, parameter count) of a checkpoint, from config.json and the safetensors headers."""
+    from safetensors import safe_open
+
+    family = json.loads((folder / "config.json").read_text()).get("model_type", "unknown")
+    count = 0
+    for f in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(f), "pt") as st:
+            for key in st.keys():
+                count += math.prod(st.get_slice(key).get_shape())
+    return family, count
+
+
+def model_row(folder: Path, role: str, name: str | None = None, parent_model_id: str | None = None) -> dict:
+    """A `models` row for a checkpoint folder; lineage comes from its meta.json when it has one
+    (the trainer writes it: snapshot name, manifest sha256, catalog version)."""
     tiny = folder / "masters_tiny.json"
     info = json.loads(tiny.read_text()) if tiny.is_file() else {}
     meta_file = folder / "meta.json"
     meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
-    return {"model_id": ids.checkpoint_id(folder), "name": folder.name, "role": role,
-            "family": model.config.model_type,
-            "size_label": info["size"] if isinstance(info.get("size"), str) else None,
-            "path": str(folder.absolute()), "param_count": sum(p.numel() for p in model.parameters()),
-            "parent_model_id": (extra or {}).get("parent_model_id"),
+    family, params = checkpoint_facts(folder)
+    return {"model_id": ids.checkpoint_id(folder), "name": name or folder.name, "role": role,
+            "family": family, "size_label": info["size"] if isinstance(info.get("size"), str) else None,
+            "path": str(folder.absolute()), "param_count": params, "parent_model_id": parent_model_id,
             "snapshot_name": meta.get("snapshot"), "snapshot_manifest_sha256": meta.get("snapshot_manifest_sha256"),
             "catalog_version": meta.get("catalog_version"),
-            "meta": json.dumps({k: meta[k] for k in ("kind", "metrics") if k in meta}) if meta else None,
+            "meta": json.dumps({k: meta[k] for k in ("kind", "metrics") if k in meta}, default=str) if meta else None,
             "created_at": datetime.now(timezone.utc)}
 
 
@@ -95,22 +112,17 @@ def produce_iteration(catalog: Catalog, spec: IterationSpec, judge: Judge, rewar
     questions, images = _questions(catalog, spec.split)
 
     # checkpoints and the iteration row (content ids: a re-run adds nothing)
-    t_model, t_proc = load_vlm(teacher_dir)
-    s_model, s_proc = load_vlm(student_dir)
-    if t_proc.tokenizer.get_vocab() != s_proc.tokenizer.get_vocab():
+    if AutoTokenizer.from_pretrained(teacher_dir).get_vocab() != AutoTokenizer.from_pretrained(student_dir).get_vocab():
         raise MastersError(f"teacher {teacher_dir} and student {student_dir} have different vocabularies; "
                            "token-level scoring needs a shared tokenizer")
     config_hash = ids.content_id("iteration-config", spec=spec.model_dump(mode="json"))
     with catalog.commit(f"iteration {spec.iteration} of {spec.run_id}", stage="iteration",
                         iteration=spec.iteration) as tx:
-        tx.append("models", [_model_row(teacher_dir, "teacher", t_model), _model_row(student_dir, "student", s_model)])
+        tx.append("models", [model_row(teacher_dir, "teacher"), model_row(student_dir, "student")])
         tx.append("iterations", [{"iteration_id": it_id, "run_id": spec.run_id, "iteration": spec.iteration,
                                   "mask_ratio": spec.mask_ratio, "teacher_model_id": teacher_id,
                                   "student_model_id": student_id, "config_hash": config_hash,
                                   "created_at": datetime.now(timezone.utc)}])
-    del t_model, s_model
-    gc.collect()
-
     # generation: masked teacher, then the student
     generated = 0
     for source, folder, model_id, ratio, n in [
@@ -133,6 +145,7 @@ def produce_iteration(catalog: Catalog, spec: IterationSpec, judge: Judge, rewar
                                  stage="generate", iteration=spec.iteration, source=source)
             generated += res.added.get("responses", 0)
             bar.update(table.num_rows // n)
+            faults.point("generate")
         bar.close()
         if hasattr(engine, "close"):
             engine.close()
@@ -159,6 +172,7 @@ def produce_iteration(catalog: Catalog, spec: IterationSpec, judge: Judge, rewar
                                  iteration=spec.iteration)
             scored += res.added.get("token_stats", 0)
             bar.update(table.num_rows)
+            faults.point("score")
         bar.close()
         del teacher, student
         gc.collect()
@@ -166,6 +180,7 @@ def produce_iteration(catalog: Catalog, spec: IterationSpec, judge: Judge, rewar
 
     judged = judge_missing(catalog, judge, iteration=spec.iteration, progress=progress)
     result.added["verdicts"] = judged.judged
+    faults.point("judged")
     rewarded = rescore(catalog, reward, iteration=spec.iteration)
     result.added["rewards"] = rewarded.added
     return result

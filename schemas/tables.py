@@ -184,8 +184,23 @@ SNAPSHOTS = TableSpec("snapshots", "snapshot_id", pa.schema([
     col("created_at", TS, "when the row was written"),
 ]), "Snapshots cut from the catalog (lineage: model <- snapshot <- catalog version).")
 
+EVALUATIONS = TableSpec("evaluations", "evaluation_id", pa.schema([
+    col("evaluation_id", pa.string(), "hash of model, split, judge, question set and decoding"),
+    col("model_id", pa.string(), "the checkpoint evaluated"),
+    col("split", pa.string(), "question split, e.g. 'test'"),
+    col("judge_id", pa.string(), "the judge that marked the answers"),
+    col("questions_hash", pa.string(), "hash of the sorted question ids evaluated"),
+    col("n", pa.int64(), "questions answered"),
+    col("accuracy", pa.float64(), "fraction judged correct"),
+    col("per_type", pa.string(), "JSON: accuracy per question type"),
+    col("run_id", pa.string(), "the run that asked for it", nullable=True),
+    col("iteration", pa.int32(), "the iteration whose student it is (-1: the starting student)", nullable=True),
+    col("created_at", TS, "when the row was written"),
+]), "Held-out accuracy of checkpoints (greedy answers, judged).")
+
 ALL_TABLES: tuple[TableSpec, ...] = (IMAGES, QUESTIONS, MODELS, ITERATIONS, RESPONSES,
-                                     TOKEN_STATS, VERDICTS, REWARD_CONFIGS, REWARDS, SNAPSHOTS)
+                                     TOKEN_STATS, VERDICTS, REWARD_CONFIGS, REWARDS, SNAPSHOTS,
+                                     EVALUATIONS)
 TABLES: dict[str, TableSpec] = {t.name: t for t in ALL_TABLES}
 
 

@@ -71,3 +71,27 @@ def sft_folder(tmp_path_factory):
     from masters.sft_data import write_sft_folder
 
     return write_sft_folder(synthetic_vqa(96, "train"), tmp_path_factory.mktemp("sft") / "sft", "sft-test")
+
+
+@pytest.fixture(scope="session")
+def tiny_pair(tmp_path_factory):
+    """family -> (student, teacher): two tiny checkpoints sharing one tokenizer, the teacher wider
+    and differently seeded (a real scoring pair)."""
+    from gendata.synthetic_vqa import synthetic_vqa
+    from gendata.tiny_vlm import FAMILIES, TinySize, build_tiny_vlm, train_tokenizer
+
+    made = {}
+
+    def make(family: str):
+        if family not in made:
+            root = tmp_path_factory.mktemp(f"pair-{family}")
+            qs = synthetic_vqa(60, "train")
+            texts = [q["question"] + " " + q["answer"] for q in qs.questions.to_pylist()]
+            fam = FAMILIES[family]
+            tok = train_tokenizer(texts, fam.special_tokens, 400, fam.image_placeholder)
+            student = build_tiny_vlm(family, TinySize(64, 2, 4, 2, 32, 2, 2), tok, root / "student", seed=0)
+            teacher = build_tiny_vlm(family, TinySize(96, 2, 4, 2, 32, 2, 2), tok, root / "teacher", seed=1)
+            made[family] = (student, teacher)
+        return made[family]
+
+    return make

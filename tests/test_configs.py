@@ -11,7 +11,8 @@ CONFIGS = ROOT / "configs"
 
 
 def test_every_shipped_config_is_checked():
-    checked = {*CONFIGS.glob("trainer/*.yaml"), *CONFIGS.glob("deepspeed/*.json"), *CONFIGS.glob("accelerate/*.yaml")}
+    checked = {*CONFIGS.glob("trainer/*.yaml"), *CONFIGS.glob("deepspeed/*.json"), *CONFIGS.glob("accelerate/*.yaml"),
+               *CONFIGS.glob("run/*.yaml")}
     assert checked == {p for p in CONFIGS.rglob("*") if p.is_file()}
 
 
@@ -40,3 +41,20 @@ def test_accelerate_configs_point_at_a_shipped_deepspeed_file(path):
     assert (ROOT / ds["deepspeed_config_file"]).is_file()
     # with deepspeed_config_file, accelerate refuses these beside it (DESIGN.md)
     assert "mixed_precision" not in doc and "zero3_init_flag" not in ds
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("run/*.yaml")), ids=lambda p: p.name)
+def test_run_configs_validate(path):
+    from masters.run_config import load_run_config
+
+    cfg = load_run_config(path)
+    assert cfg.schedule.ratios()[0] == cfg.schedule.r_max and cfg.schedule.ratios()[-1] == 0.0
+    if cfg.train.deepspeed:
+        assert (ROOT / cfg.train.deepspeed).is_file()
+
+
+def test_the_shipped_demo_config_is_what_masters_demo_runs():
+    from masters.demo import demo_config
+    from masters.run_config import load_run_config
+
+    assert load_run_config(CONFIGS / "run" / "demo.yaml") == demo_config()

@@ -1,0 +1,133 @@
+"""The typed configuration of a Masters run (`masters run CONFIG.yaml`). Unknown keys are refused
+with their name; `masters validate CONFIG` checks a file without running anything.
+
+Model references are folders, or ``ladder:<member>`` for the tiny ladder of the embedded default
+(student, S, M, L; built or reused from the cache by `masters fixtures`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, model_validator
+
+from gendata.backends import SamplingConfig
+from gendata.scoring import ScoringConfig
+from gendata.schedule import MaskSchedule
+from schemas.config import StrictModel
+from schemas.errors import ConfigError
+
+
+class QuestionsConfig(StrictModel):
+    """Where the questions come from (landed in the catalog once; a re-run adds nothing)."""
+
+    source: Literal["synthetic", "catalog"] = Field("synthetic", description="synthetic: the built-in visual QA; "
+                                                    "catalog: questions already in the catalog "
+                                                    "(e.g. from `masters questions hf`)")
+    train: int = Field(64, gt=0, description="synthetic train questions")
+    test: int = Field(100, gt=0, description="synthetic held-out questions (evaluation)")
+    seed: int = Field(0, description="synthetic generator seed")
+    image_size: int = Field(112, gt=0, description="synthetic image side in pixels")
+
+
+class TeacherStage(StrictModel):
+    """One rung of the teacher ladder: this teacher for iterations [start, next stage's start)."""
+
+    model: str = Field(description="teacher folder or ladder:<member>")
+    start: int = Field(0, ge=0, description="first iteration taught by this teacher")
+
+
+class JudgeConfig(StrictModel):
+    kind: str = Field("rule", description="rule / exact / numeric / choice / llm")
+    params: dict[str, Any] = Field(default_factory=dict, description="judge parameters (llm: LLMJudgeConfig)")
+
+
+class RewardWeights(StrictModel):
+    divergence: Literal["jsd", "kl_forward", "kl_reverse"] = Field("jsd", description="D")
+    aggregation: Literal["mean", "sum"] = Field("mean", description="token aggregation of D")
+    w_acc: float = Field(1.0, description="weight of R_acc")
+    w_distill: float = Field(1.0, description="weight of R_distill")
+
+
+class TrainConfig(StrictModel):
+    """Per-iteration trainer settings (trainer.config.GRPORunConfig without the paths)."""
+
+    max_steps: int | None = Field(None, gt=0, description="optimizer steps per iteration (None: num_epochs)")
+    num_epochs: float = Field(1.0, gt=0, description="passes over the iteration's rows")
+    batch_size: int = Field(8, gt=0, description="completions per micro-batch")
+    gradient_accumulation_steps: int = Field(1, gt=0, description="micro-batches per step")
+    updates_per_batch: int = Field(1, gt=0, description="1: the paper's regime (ratio 1)")
+    learning_rate: float = Field(1e-6, gt=0, description="AdamW learning rate")
+    lr_scheduler: str = Field("constant", description="scheduler name")
+    warmup_steps: int = Field(0, ge=0, description="warm-up steps")
+    beta: float = Field(0.1, ge=0, description="KL weight")
+    jsd_weight: float = Field(1.0, ge=0, description="JSD(teacher top-k || student) weight")
+    sources: list[Literal["teacher", "student"]] = Field(default_factory=lambda: ["teacher", "student"],
+                                                         description="responses trained on")
+    deepspeed: str | None = Field(None, description="DeepSpeed JSON (single-process runs leave it unset)")
+
+
+class EvalConfig(StrictModel):
+    split: str = Field("test", description="question split evaluated after each iteration")
+    max_new_tokens: int = Field(8, gt=0, description="answer length limit (greedy)")
+    limit: int | None = Field(None, gt=0, description="evaluate on at most this many questions")
+
+
+class RunConfig(StrictModel):
+    """A whole Masters run."""
+
+    run_id: str = Field(description="names the run in the catalog (iterations, snapshots)",
+                        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    output_dir: str | None = Field(None, description="where students are written (default: <catalog>/runs/<run_id>)")
+    iterations: int = Field(5, gt=0, description="iterations of the loop")
+    seed: int = Field(0, description="sampling and training seed")
+    questions: QuestionsConfig = Field(default_factory=QuestionsConfig, description="question source")
+    student: str = Field("ladder:student", description="starting student folder or ladder:<member>")
+    teachers: list[TeacherStage] = Field(
+        default_factory=lambda: [TeacherStage(model="ladder:M", start=0), TeacherStage(model="ladder:L", start=2)],
+        min_length=1, description="the teacher ladder, in order of start")
+    mask: MaskSchedule | None = Field(None, description="mask schedule (default: the paper's over `iterations`)")
+    teacher_responses: int = Field(4, ge=0, description="responses per question from the masked teacher")
+    student_responses: int = Field(4, ge=0, description="responses per question from the student")
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="sampling (the paper's)")
+    backend: str = Field("transformers", description="generation backend: transformers / vllm")
+    scoring: ScoringConfig = Field(default_factory=ScoringConfig, description="teacher-forced scoring")
+    judge: JudgeConfig = Field(default_factory=JudgeConfig, description="the judge giving R_acc")
+    reward: RewardWeights = Field(default_factory=RewardWeights, description="reward weights and divergence")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="trainer settings per iteration")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="evaluation after each iteration")
+
+    @model_validator(mode="after")
+    def _check(self):
+        starts = [t.start for t in self.teachers]
+        if starts[0] != 0:
+            raise ValueError("teachers: the first stage must start at iteration 0")
+        if starts != sorted(set(starts)):
+            raise ValueError(f"teachers: stage starts must be increasing, got {starts}")
+        if self.mask is not None and self.mask.iterations != self.iterations:
+            raise ValueError(f"mask.iterations ({self.mask.iterations}) must equal iterations ({self.iterations})")
+        if self.teacher_responses + self.student_responses < 2:
+            raise ValueError("teacher_responses + student_responses must be at least 2 (a GRPO group)")
+        return self
+
+    @property
+    def schedule(self) -> MaskSchedule:
+        return self.mask or MaskSchedule(iterations=self.iterations)
+
+    def teacher_for(self, iteration: int) -> str:
+        return [t.model for t in self.teachers if t.start <= iteration][-1]
+
+
+def load_run_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
+    doc.update(overrides or {})
+    return RunConfig.parse(doc, where=str(path))

@@ -1,0 +1,117 @@
+"""The Masters loop on tiny checkpoints: iterations, lineage in SQL, resume after kills."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+TABLES = ("questions", "images", "models", "iterations", "responses", "token_stats", "verdicts", "rewards",
+          "snapshots", "evaluations")
+
+LINEAGE_SQL = """
+-- from a student checkpoint back to the responses that trained it
+SELECT r.response_id, r.source, r.model_id AS generated_by, it.iteration, s.catalog_version
+FROM models m
+JOIN snapshots s ON s.name = m.snapshot_name AND s.manifest_sha256 = m.snapshot_manifest_sha256
+JOIN iterations it ON it.iteration_id = s.iteration_id
+JOIN rewards w ON w.reward_config_id = s.reward_config_id
+JOIN responses r ON r.response_id = w.response_id AND r.iteration_id = it.iteration_id
+WHERE m.model_id = $student
+ORDER BY r.response_id
+"""
+
+
+def _config(tiny_pair, family="qwen2_vl", **kw):
+    student, teacher = tiny_pair(family)
+    doc = {"run_id": "t", "iterations": 2, "questions": {"train": 6, "test": 8},
+           "student": str(student), "teachers": [{"model": str(teacher)}],
+           "teacher_responses": 2, "student_responses": 2, "sampling": {"max_new_tokens": 8},
+           "train": {"max_steps": 3, "batch_size": 4, "learning_rate": 1e-3}, **kw}
+    return doc
+
+
+def test_two_iterations_register_lineage(tiny_pair, catalog_dir):
+    from catalog import Catalog
+    from masters.loop import run
+    from masters.run_config import RunConfig
+    from schemas import ids
+
+    cfg = RunConfig.parse(_config(tiny_pair))
+    lines = []
+    with Catalog.open(catalog_dir) as cat:
+        result = run(cfg, cat, progress=False, report=lambda s: lines.append(s.line()))
+        assert len(result.iterations) == 2 and len(lines) == 2 and lines[1].startswith("iter 1:")
+        first, second = result.iterations
+        assert second.student_in == first.student_out  # the trained student generates next
+        student2 = ids.checkpoint_id(Path(second.student_out))
+        row = cat.sql("SELECT * FROM models WHERE model_id = $m", params={"m": student2}).to_pylist()[0]
+        assert row["parent_model_id"] == ids.checkpoint_id(Path(first.student_out))
+        assert row["snapshot_name"] == "t-iter1" and row["role"] == "student"
+        lineage = cat.sql(LINEAGE_SQL, params={"student": student2}).to_pylist()
+        evals = cat.sql("SELECT iteration FROM evaluations WHERE run_id = 't' ORDER BY iteration NULLS FIRST")
+        assert evals.column(0).to_pylist() == [None, -1, 0, 1]  # teacher, start, after each iteration
+    snap = next(p for p in (catalog_dir / "snapshots").iterdir() if p.name == "t-iter1")
+    trained_on = sorted(pq.read_table(snap / "data", columns=["response_id"]).column(0).to_pylist())
+    assert [r["response_id"] for r in lineage] == trained_on  # SQL lineage = the snapshot's rows
+    assert {r["iteration"] for r in lineage} == {1}
+    assert {r["source"] for r in lineage} == {"teacher", "student"}
+    assert {r["generated_by"] for r in lineage if r["source"] == "student"} == {ids.checkpoint_id(Path(first.student_out))}
+    meta = json.loads((Path(second.student_out) / "meta.json").read_text())
+    assert meta["catalog_version"] == lineage[0]["catalog_version"]
+
+
+def _masters(catalog, cfg_path, fault=None):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env.pop("MASTERS_FAULT", None)
+    if fault:
+        env["MASTERS_FAULT"] = fault
+    return subprocess.run([sys.executable, "-m", "masters.cli", "--catalog", str(catalog), "run", str(cfg_path)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+
+
+def _state(catalog):
+    from catalog import Catalog
+
+    with Catalog.open_read_only(catalog) as cat:
+        counts = {t: cat.count(t) for t in TABLES}
+        dupes = {t: cat.sql(f"SELECT count(*) - count(DISTINCT {key}) FROM {t}").column(0)[0].as_py()
+                 for t, key in [("responses", "response_id"), ("token_stats", "stats_id"), ("verdicts", "verdict_id"),
+                                ("rewards", "reward_id"), ("models", "model_id"), ("snapshots", "snapshot_id"),
+                                ("evaluations", "evaluation_id")]}
+        responses = set(cat.sql("SELECT response_id FROM responses").column(0).to_pylist())
+    return counts, dupes, responses
+
+
+@pytest.mark.slow
+def test_resume_after_kills_at_every_stage(tiny_pair, tmp_path):
+    doc = _config(tiny_pair)
+    doc["questions"]["train"] = 10
+    doc["output_dir"] = None
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(yaml.safe_dump(doc))
+    reference = _masters(tmp_path / "reference", cfg)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    # the same run, killed (SIGKILL) at one point after another, each time restarted by the same command
+    killed = tmp_path / "killed"
+    faults = ["generate:1", "score:1", "judged:1", "snapshot:1", "train:1", "train-saved:1", "registered:1",
+              "generate:2", "score:1", "train-saved:1"]
+    for fault in faults:
+        proc = _masters(killed, cfg, fault)
+        assert proc.returncode == -9, f"{fault}: {proc.returncode} {proc.stderr[-2000:]}"
+    final = _masters(killed, cfg)
+    assert final.returncode == 0, final.stderr[-3000:]
+    again = _masters(killed, cfg)  # a finished run is a no-op
+    assert again.returncode == 0
+    ref_counts, ref_dupes, ref_responses = _state(tmp_path / "reference")
+    counts, dupes, responses = _state(killed)
+    assert counts == ref_counts
+    assert set(dupes.values()) == {0} and set(ref_dupes.values()) == {0}
+    assert responses == ref_responses  # same seeds, same students: the very same responses
+    assert "iter 1:" in final.stdout and "final student" in final.stdout
+    assert not list((killed / "runs" / "t" / "students").glob(".*partial"))
