@@ -109,13 +109,20 @@ def reward_id(response_id: str, reward_config_id: str) -> str:
     return content_id("reward", response_id=response_id, reward_config_id=reward_config_id)
 
 
+NOT_WEIGHTS = {"training_args.bin", "optimizer.bin", "scheduler.bin", "scaler.bin"}
+
+
 def checkpoint_id(folder) -> str:
-    """The id of a checkpoint: a hash of its weight files' bytes (safetensors / bin), so two
-    folders holding the same weights are the same model and any change of weights is a new one."""
+    """The id of a checkpoint: a hash of its weight files' bytes (safetensors, else torch .bin
+    weights), so two folders holding the same weights are the same model and any change of weights
+    is a new one. Side files (training_args.bin, which holds paths and times) do not count."""
     from pathlib import Path
 
     folder = Path(folder)
-    files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin") and p.is_file())
+    files = sorted(p for p in folder.iterdir() if p.suffix == ".safetensors" and p.is_file())
+    if not files:  # older checkpoints: torch pickles, but not the trainer's side files
+        files = sorted(p for p in folder.iterdir() if p.suffix == ".bin" and p.is_file()
+                       and p.name not in NOT_WEIGHTS)
     if not files:
         raise FileNotFoundError(f"no weight files (*.safetensors, *.bin) in {folder}")
     h = hashlib.sha256()

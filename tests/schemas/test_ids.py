@@ -47,8 +47,16 @@ def test_checkpoint_id_follows_the_weights(tmp_path):
         (d / "model.safetensors").write_bytes(b"weights")
         (d / "config.json").write_text("{}")
     (b / "config.json").write_text('{"other": 1}')  # not weights: same model
+    (b / "training_args.bin").write_bytes(b"paths and times")  # the trainer's side file: same model
     assert ids.checkpoint_id(a) == ids.checkpoint_id(b)
     (b / "model.safetensors").write_bytes(b"weightz")
     assert ids.checkpoint_id(a) != ids.checkpoint_id(b)
     with pytest.raises(FileNotFoundError, match="no weight files"):
         ids.checkpoint_id(tmp_path)
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "pytorch_model.bin").write_bytes(b"w")
+    (old / "training_args.bin").write_bytes(b"x")
+    first = ids.checkpoint_id(old)
+    (old / "training_args.bin").write_bytes(b"y")
+    assert ids.checkpoint_id(old) == first  # .bin weights count, training_args.bin does not
