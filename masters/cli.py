@@ -517,5 +517,50 @@ def report_cmd(
         _fail(exc)
 
 
+@app.command()
+def ablate(
+    config: Optional[str] = typer.Option(None, "--config", help="run config to ablate (default: the demo's)"),
+    seeds: str = typer.Option("0,1", help="comma-separated seeds"),
+    steps: int = typer.Option(40, help="optimizer steps per iteration for every trained arm (equal budget)"),
+    iterations: Optional[int] = typer.Option(None, help="iterations (default: the config's)"),
+    arms: str = typer.Option(",".join(("base", "naive", "progressive", "masters", "masters-one-teacher")),
+                             help="comma-separated arms"),
+    report: Optional[str] = typer.Option(None, "--report", help="report HTML path"),
+) -> None:
+    """The paper's comparisons on the embedded task at equal training budget over several seeds:
+    base student / naive distillation / mask-progressive without rewards / full Masters, and
+    ladder vs one large teacher. Prints mean +- std per arm and writes them into the report."""
+    from catalog import Catalog
+    from masters.ablate import ARMS, ablate as run_ablation
+    from masters.demo import demo_config
+    from masters.loop import run_dir
+    from masters.report import build_report
+
+    try:
+        base = _load_run_config(config) if config else demo_config(run_id="ablate")
+        if iterations:
+            base = base.model_copy(update={"iterations": iterations, "mask": None})
+        seed_list = [int(x) for x in seeds.split(",") if x.strip()]
+        arm_list = tuple(a.strip() for a in arms.split(",") if a.strip())
+        unknown = [a for a in arm_list if a not in ARMS]
+        if unknown or not seed_list:
+            raise MastersError(f"arms must be among {', '.join(ARMS)} (got {unknown}) and seeds non-empty")
+        with Catalog.open(State.config()) as cat:
+            result = run_ablation(cat, base, seed_list, steps, arm_list, progress=True,
+                                  on_result=lambda a, sd, acc: typer.echo(f"{a} seed {sd}: accuracy {acc:.3f}"))
+            page = None
+            if "masters" in arm_list:
+                out = Path(report) if report else run_dir(base, cat).parent / f"{base.run_id}-report.html"
+                page = build_report(cat, f"{base.run_id}-masters-s{seed_list[0]}", out, ablation=result,
+                                    title=f"masters-distill ablations ({base.run_id})")
+    except MastersError as exc:
+        _fail(exc)
+    typer.echo(result["note"])
+    for a in result["arms"]:
+        typer.echo(f"  {a['arm']:<22} {a['mean']:.3f} +- {a['std']:.3f}   per seed "
+                   + ", ".join(f"{x:.3f}" for x in a["per_seed"]))
+    typer.echo(f"results: {result['path']}" + (f"; report: {page}" if page else ""))
+
+
 if __name__ == "__main__":
     app()

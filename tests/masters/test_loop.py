@@ -64,6 +64,31 @@ def test_two_iterations_register_lineage(tiny_pair, catalog_dir):
     assert {r["generated_by"] for r in lineage if r["source"] == "student"} == {ids.checkpoint_id(Path(first.student_out))}
     meta = json.loads((Path(second.student_out) / "meta.json").read_text())
     assert meta["catalog_version"] == lineage[0]["catalog_version"]
+    _check_report(catalog_dir)
+
+
+def _check_report(catalog_dir):
+    """The report is one self-contained page that headless Chromium renders."""
+    import re
+
+    from PIL import Image
+
+    from catalog import Catalog
+    from masters.report import build_report, render_png
+
+    ablation = {"note": "n", "arms": [{"arm": "masters", "mean": 0.5, "std": 0.1, "per_seed": [0.4, 0.6]}]}
+    with Catalog.open_read_only(catalog_dir) as cat:
+        page = build_report(cat, "t", catalog_dir / "report.html", ablation=ablation)
+    text = page.read_text()
+    assert len(re.findall(r"<img src='data:image/png;base64,", text)) == 5  # accuracy, R, D, schedule, verdicts
+    assert not re.search(r"(src|href)=['\"]?(http|file|/)", text)  # nothing outside the page
+    for needed in ("starting student", "student after iteration 1", "t-iter0", "t-iter1", "0.400, 0.600",
+                   "teacher"):
+        assert needed in text
+    png = render_png(page, catalog_dir / "report.png", height=1600)
+    img = Image.open(png).convert("L")
+    assert img.size == (1100, 1600)
+    assert len(set(img.resize((64, 64)).getdata())) > 20  # drawn, not a blank page
 
 
 def _masters(catalog, cfg_path, fault=None):
@@ -115,3 +140,51 @@ def test_resume_after_kills_at_every_stage(tiny_pair, tmp_path):
     assert responses == ref_responses  # same seeds, same students: the very same responses
     assert "iter 1:" in final.stdout and "final student" in final.stdout
     assert not list((killed / "runs" / "t" / "students").glob(".*partial"))
+
+
+@pytest.mark.slow
+def test_ablation_arms_run_at_equal_budget(tiny_pair, catalog_dir):
+    from catalog import Catalog
+    from masters.ablate import ablate
+    from masters.run_config import RunConfig
+
+    student, teacher = tiny_pair("qwen2_vl")
+    doc = _config(tiny_pair)
+    doc["teachers"] = [{"model": str(student)}, {"model": str(teacher), "start": 1}]  # a two-rung ladder
+    base = RunConfig.parse({**doc, "run_id": "abl"})
+    seen = []
+    with Catalog.open(catalog_dir) as cat:
+        out = ablate(cat, base, [0, 1], steps=2, progress=False, on_result=lambda *a: seen.append(a))
+        runs = set(cat.sql("SELECT DISTINCT run_id FROM iterations").column(0).to_pylist())
+        # every trained arm's Gen-Data is in the catalog under its own run id
+        assert {"abl-naive-s0", "abl-progressive-s1", "abl-masters-s0", "abl-masters-one-teacher-s1"} <= runs
+        naive_teacher = cat.sql("SELECT DISTINCT it.teacher_model_id FROM iterations it WHERE run_id = 'abl-naive-s0'")
+        one = cat.sql("SELECT DISTINCT teacher_model_id FROM iterations WHERE run_id = 'abl-masters-one-teacher-s0'")
+        ladder = cat.sql("SELECT teacher_model_id FROM iterations WHERE run_id = 'abl-masters-s0' ORDER BY iteration")
+    from schemas import ids
+
+    largest = ids.checkpoint_id(teacher)
+    assert naive_teacher.column(0).to_pylist() == [largest] and one.column(0).to_pylist() == [largest]
+    assert ladder.column(0).to_pylist() == [ids.checkpoint_id(student), largest]
+    arms = {a["arm"]: a for a in out["arms"]}
+    assert list(arms) == ["base", "naive", "progressive", "masters", "masters-one-teacher"]
+    assert len(arms["base"]["per_seed"]) == 1 and all(len(arms[a]["per_seed"]) == 2 for a in list(arms)[1:])
+    assert all(0 <= x <= 1 for a in arms.values() for x in a["per_seed"])
+    assert len(seen) == 9 and Path(out["path"]).is_file()
+    sft_meta = json.loads((catalog_dir / "runs" / "abl-naive-s0" / "students" / "naive" / "meta.json").read_text())
+    assert sft_meta["metrics"]["steps"] == 2 * base.iterations  # the same optimizer steps as the loop's arms
+
+
+@pytest.mark.slow
+def test_masters_demo_command(tmp_path):
+    """`masters demo` on the cached tiny ladder (one iteration here; the README's command runs five)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "masters.cli", "--catalog", str(tmp_path / "demo"), "demo",
+                           "--iterations", "1", "--report", str(tmp_path / "r.html")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "iter 0: teacher ladder:M r=0.20" in out
+    for row in ("starting student", "student after iteration 0", "teacher M (unmasked)"):
+        assert row in out
+    assert (tmp_path / "r.html").is_file() and "final student" in out

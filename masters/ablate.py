@@ -1,0 +1,115 @@
+"""`masters ablate`: the paper's comparisons on the embedded task, several seeds, equal training
+budget (the same optimizer steps x batch size for every trained arm):
+
+- ``base``: the starting student, untrained;
+- ``naive``: SFT on the largest teacher's (unmasked) responses, all steps in one go;
+- ``progressive``: mask-progressive distillation without rewards: each iteration, SFT on the
+  masked teacher's responses (the ladder and the mask schedule of the run);
+- ``masters``: the full loop (mask-progressive Gen-Data + rewards + offline GRPO);
+- ``masters-one-teacher``: the full loop with the largest teacher from the first iteration.
+
+All Gen-Data goes through the catalog (one run id per arm and seed), so every arm can be queried
+and re-scored like a normal run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+from collections.abc import Callable
+from pathlib import Path
+
+from catalog import Catalog
+from catalog.snapshots import create_snapshot
+from masters.gendata_iteration import IterationSpec, produce_iteration
+from masters.loop import (build_judge, ensure_questions, evaluate_checkpoint, resolve_model, reward_config, run,
+                          run_dir)
+from masters.run_config import RunConfig, TeacherStage
+from trainer.checkpoints import META_NAME
+from trainer.config import SFTRunConfig
+from trainer.sft import train_sft
+
+ARMS = ("base", "naive", "progressive", "masters", "masters-one-teacher")
+
+
+def _sft(student: Path, snapshot: Path, out: Path, steps: int, cfg: RunConfig, seed: int) -> Path:
+    if (out / META_NAME).is_file():
+        return out
+    scratch = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(scratch, ignore_errors=True)
+    train_sft(SFTRunConfig(model=str(student), snapshot=str(snapshot), output_dir=str(scratch), max_steps=steps,
+                           batch_size=cfg.train.batch_size, learning_rate=cfg.train.learning_rate,
+                           lr_scheduler="constant", warmup_steps=0, seed=seed, logging_steps=max(1, steps // 4),
+                           progress=False))
+    shutil.rmtree(scratch / "trainer_state", ignore_errors=True)
+    scratch.rename(out)
+    return out
+
+
+def _teacher_only(catalog: Catalog, cfg: RunConfig, i: int, teacher: Path, ratio: float, student: Path,
+                  progress: bool) -> Path:
+    """One iteration of teacher-only Gen-Data (as many responses per question as the loop's
+    teacher + student), snapshotted: the SFT arms' training data."""
+    judge = build_judge(cfg.judge)
+    reward = reward_config(cfg, judge)
+    spec = IterationSpec(run_id=cfg.run_id, iteration=i, teacher=str(teacher), student=str(student),
+                         mask_ratio=ratio, teacher_responses=cfg.teacher_responses + cfg.student_responses,
+                         student_responses=0, seed=cfg.seed + 1000 * i, backend=cfg.backend,
+                         sampling=cfg.sampling, scoring=cfg.scoring)
+    produce_iteration(catalog, spec, judge, reward, progress=progress)
+    return create_snapshot(catalog, f"{cfg.run_id}-iter{i}", reward.id, iteration=i, run_id=cfg.run_id,
+                           progress=False).path
+
+
+def arm_accuracy(catalog: Catalog, base: RunConfig, arm: str, seed: int, steps: int, progress: bool = True) -> float:
+    """Held-out accuracy of one arm at one seed (training ``steps`` optimizer steps per iteration)."""
+    cfg = base.model_copy(update={"run_id": f"{base.run_id}-{arm}-s{seed}", "seed": seed,
+                                  "train": base.train.model_copy(update={"max_steps": steps})})
+    judge = build_judge(cfg.judge)
+    student = resolve_model(cfg.student, progress)
+    largest = cfg.teachers[-1].model
+    if arm == "base":
+        return evaluate_checkpoint(catalog, student, cfg, judge, iteration=-1, progress=progress)["accuracy"]
+    if arm in ("masters", "masters-one-teacher"):
+        if arm == "masters-one-teacher":
+            cfg = cfg.model_copy(update={"teachers": [TeacherStage(model=largest, start=0)]})
+        return run(cfg, catalog, progress=progress).iterations[-1].accuracy
+    out = run_dir(cfg, catalog) / "students"
+    if arm == "naive":
+        snap = _teacher_only(catalog, cfg, 0, resolve_model(largest, progress), 0.0, student, progress)
+        final = _sft(student, snap, out / "naive", steps * cfg.iterations, cfg, seed)
+    elif arm == "progressive":
+        for i in range(cfg.iterations):
+            teacher = resolve_model(cfg.teacher_for(i), progress)
+            snap = _teacher_only(catalog, cfg, i, teacher, cfg.schedule.ratio(i), student, progress)
+            student = _sft(student, snap, out / f"iter{i + 1}", steps, cfg, seed + i)
+        final = student
+    else:
+        raise ValueError(f"unknown arm {arm!r}; arms: {', '.join(ARMS)}")
+    return evaluate_checkpoint(catalog, final, cfg, judge, iteration=cfg.iterations - 1, progress=progress)["accuracy"]
+
+
+def ablate(catalog: Catalog, base: RunConfig, seeds: list[int], steps: int, arms: tuple[str, ...] = ARMS,
+           progress: bool = True, on_result: Callable[[str, int, float], None] | None = None) -> dict:
+    """Every arm at every seed; mean and standard deviation per arm."""
+    ensure_questions(catalog, base)
+    results = []
+    for arm in arms:
+        per_seed = []
+        for seed in ([seeds[0]] if arm == "base" else seeds):  # the base student has no randomness
+            acc = arm_accuracy(catalog, base, arm, seed, steps, progress)
+            per_seed.append(acc)
+            if on_result:
+                on_result(arm, seed, acc)
+        results.append({"arm": arm, "mean": statistics.mean(per_seed),
+                        "std": statistics.stdev(per_seed) if len(per_seed) > 1 else 0.0, "per_seed": per_seed})
+    budget = steps * base.iterations * base.train.batch_size
+    note = (f"{base.iterations} iterations, {steps} optimizer steps x batch {base.train.batch_size} per iteration "
+            f"({budget} training rows seen per trained arm), seeds {seeds}, {base.questions.train} train questions, "
+            f"held-out split {base.eval.split!r}")
+    out = {"note": note, "arms": results, "seeds": seeds, "steps_per_iteration": steps, "base_run_id": base.run_id}
+    path = run_dir(base, catalog).parent / f"{base.run_id}-ablation.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2))
+    out["path"] = str(path)
+    return out
