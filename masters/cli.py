@@ -562,5 +562,87 @@ def ablate(
     typer.echo(f"results: {result['path']}" + (f"; report: {page}" if page else ""))
 
 
+# --- the Hub --------------------------------------------------------------------------------
+
+
+@app.command()
+def export(
+    snapshot: str = typer.Argument(..., help="snapshot name (under the catalog's snapshot root) or folder"),
+    out: str = typer.Option(..., "--out", help="folder to write (replaced if it exists)"),
+    with_token_stats: bool = typer.Option(False, "--with-token-stats", help="include the per-token summaries"),
+    license_: str = typer.Option("other", "--license", help="license in the dataset card"),
+) -> None:
+    """Write a snapshot as a Hub dataset folder (one config per table, card, masters.yaml)."""
+    from catalog import Catalog
+    from catalog.hub_export import export_for_hub
+
+    try:
+        with Catalog.open_read_only(State.config()) as cat:
+            res = export_for_hub(cat, snapshot, out, with_token_stats=with_token_stats, license=license_)
+    except MastersError as exc:
+        _fail(exc)
+    typer.echo(f"{res.folder}: " + ", ".join(f"{c} {n}" for c, n in res.row_counts.items()))
+
+
+@app.command()
+def publish(
+    snapshot: str = typer.Argument(..., help="snapshot name or folder"),
+    repo: str = typer.Option(..., "--repo", help="Hub dataset repository OWNER/NAME"),
+    private: bool = typer.Option(False, "--private", help="create the repository private"),
+    revision: Optional[str] = typer.Option(None, "--revision", help="publish to this branch instead of "
+                                           "replacing main (created if needed)"),
+    with_token_stats: bool = typer.Option(False, "--with-token-stats", help="include the per-token summaries "
+                                          "(large; needed to re-score the distillation reward after import)"),
+    license_: str = typer.Option("other", "--license", help="license in the dataset card"),
+) -> None:
+    """Publish a snapshot to the Hugging Face Hub as a dataset (one commit; none if already there).
+    The token comes from HF_TOKEN or `hf auth login`."""
+    import tempfile
+
+    from catalog import Catalog
+    from catalog.hub_export import export_for_hub
+    from catalog.publish import publish_folder
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="masters-publish-") as tmp:
+            with Catalog.open_read_only(State.config()) as cat:
+                res = export_for_hub(cat, snapshot, Path(tmp) / "export", with_token_stats=with_token_stats,
+                                     license=license_)
+            typer.echo("exported: " + ", ".join(f"{c} {n}" for c, n in res.row_counts.items()))
+            out = publish_folder(res.folder, repo, private=private, revision=revision)
+    except MastersError as exc:
+        _fail(exc)
+    if out.changed:
+        typer.echo(f"published {res.snapshot} to {repo}@{out.revision}: commit {out.commit} ({out.url})")
+    else:
+        typer.echo(f"{repo}@{out.revision} already holds snapshot {res.snapshot}: nothing to publish")
+
+
+@app.command("import")
+def import_cmd(
+    source: str = typer.Argument(..., help="a Hub dataset OWNER/NAME, or a local folder of one"),
+    revision: Optional[str] = typer.Option(None, "--revision", help="branch or commit on the Hub"),
+) -> None:
+    """Load a published Gen-Data dataset into the catalog (one commit; re-importing adds nothing)."""
+    import tempfile
+
+    from catalog import Catalog
+    from catalog.hub_import import import_gendata
+    from catalog.publish import fetch_published
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="masters-import-") as tmp:
+            folder = Path(source) if Path(source).is_dir() else fetch_published(source, Path(tmp) / "d",
+                                                                               revision=revision)
+            with Catalog.open(State.config()) as cat:
+                res = import_gendata(cat, folder, source)
+    except MastersError as exc:
+        _fail(exc)
+    added = ", ".join(f"{t} +{n}" for t, n in res.added.items() if n)
+    skipped = sum(res.skipped.values())
+    typer.echo(f"imported {source}: version {res.version}; {added or 'nothing new'}"
+               + (f"; {skipped} rows already present" if skipped else ""))
+
+
 if __name__ == "__main__":
     app()
