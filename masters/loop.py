@@ -179,7 +179,7 @@ def _train(student: Path, snapshot: Path, final: Path, config: RunConfig, iterat
     shutil.rmtree(scratch, ignore_errors=True)  # killed mid-training: start that training over
     t = config.train
     cfg = GRPORunConfig(model=str(student), snapshot=str(snapshot), output_dir=str(scratch),
-                        seed=config.seed + iteration, progress=progress, logging_steps=5,
+                        seed=config.seed + iteration, progress=progress, print_logs=False, logging_steps=5,
                         **t.model_dump())
     faults.point("train")
     metrics = train_grpo(cfg)  # meta.json is written last

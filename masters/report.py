@@ -81,7 +81,7 @@ def _accuracy_plot(data: dict, teachers: dict[str, float]) -> str:
     ax.plot(xs, [e["accuracy"] for e in evals], "o-", color=COLOURS["student"], label="student")
     for i, (name, acc) in enumerate(sorted(teachers.items(), key=lambda kv: kv[1])):
         ax.axhline(acc, ls="--", lw=1, color=plt.cm.Reds(0.45 + 0.2 * i), label=f"teacher {name}")
-    ax.set_xlabel("after iteration (0 = starting student)")
+    ax.set_xlabel("iterations completed (0 = the starting student)")
     ax.set_ylabel("held-out accuracy")
     ax.set_xticks(xs)
     ax.set_ylim(0, 1)

@@ -76,4 +76,5 @@ class GRPORunConfig(StrictModel):
     bf16: bool = Field(False, description="bfloat16 mixed precision (GPUs)")
     trust_remote_code: bool = Field(True, description="allow the processor code shipped in the checkpoint "
                                     "(the image-only shims of tiny fixtures); set False for untrusted checkpoints")
+    print_logs: bool = Field(True, description="print each logged metrics dict (TRL's printer)")
     progress: bool = Field(True, description="show a progress bar")

@@ -168,7 +168,7 @@ def build_trainer(config: GRPORunConfig) -> GRPORun:
     trainer = OfflineGRPOTrainer(
         model=model, reward_funcs=[stored_reward], args=args, train_dataset=rows, processing_class=processor,
         batcher=OfflineBatcher(processor, top_k, config.max_completion_tokens), loss_weights=weights)
-    if not config.progress:
+    if not (config.progress and config.print_logs):
         trainer.remove_callback(PrinterCallback)
     return GRPORun(trainer, processor, rows, manifest, manifest_hash)
 

@@ -14,17 +14,15 @@ ROOT = Path(__file__).resolve().parents[2]
 TABLES = ("questions", "images", "models", "iterations", "responses", "token_stats", "verdicts", "rewards",
           "snapshots", "evaluations")
 
-LINEAGE_SQL = """
--- from a student checkpoint back to the responses that trained it
-SELECT r.response_id, r.source, r.model_id AS generated_by, it.iteration, s.catalog_version
-FROM models m
-JOIN snapshots s ON s.name = m.snapshot_name AND s.manifest_sha256 = m.snapshot_manifest_sha256
-JOIN iterations it ON it.iteration_id = s.iteration_id
-JOIN rewards w ON w.reward_config_id = s.reward_config_id
-JOIN responses r ON r.response_id = w.response_id AND r.iteration_id = it.iteration_id
-WHERE m.model_id = $student
-ORDER BY r.response_id
-"""
+
+
+def lineage_sql(student_name: str) -> str:
+    """README's lineage query (the one documented is the one tested), for one student."""
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    (block,) = [b for b in re.findall(r"```sql\n(.*?)```", readme, re.DOTALL) if "generated_by" in b]
+    return block.replace("'demo/student@iter5'", f"'{student_name}'")
 
 
 def _config(tiny_pair, family="qwen2_vl", **kw):
@@ -53,7 +51,7 @@ def test_two_iterations_register_lineage(tiny_pair, catalog_dir):
         row = cat.sql("SELECT * FROM models WHERE model_id = $m", params={"m": student2}).to_pylist()[0]
         assert row["parent_model_id"] == ids.checkpoint_id(Path(first.student_out))
         assert row["snapshot_name"] == "t-iter1" and row["role"] == "student"
-        lineage = cat.sql(LINEAGE_SQL, params={"student": student2}).to_pylist()
+        lineage = cat.sql(lineage_sql("t/student@iter2") + " ORDER BY r.response_id").to_pylist()
         evals = cat.sql("SELECT iteration FROM evaluations WHERE run_id = 't' ORDER BY iteration NULLS FIRST")
         assert evals.column(0).to_pylist() == [None, -1, 0, 1]  # teacher, start, after each iteration
     snap = next(p for p in (catalog_dir / "snapshots").iterdir() if p.name == "t-iter1")
