@@ -54,18 +54,18 @@ def _explain(exc: Exception, repo_id: str, token: str | None, doing: str) -> Pub
     from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
     status = getattr(getattr(exc, "response", None), "status_code", None)
-    if isinstance(exc, RepositoryNotFoundError) or status == 404:
-        msg = f"{doing} {repo_id}: repository not found (or not visible with this token)"
-    elif status == 401:
-        msg = f"{doing} {repo_id}: the Hugging Face token was refused (expired or invalid): set HF_TOKEN"
+    retry = "nothing was committed; run the same command again"
+    if status == 401:  # before not-found: the client reports a refused token on a repo URL as not found
+        msg = f"{doing} {repo_id}: the Hugging Face token was refused (missing, expired or invalid): set HF_TOKEN"
     elif status == 403:
         msg = (f"{doing} {repo_id}: this token may not write there (the repository belongs to another "
                "user or organisation): publish under your own namespace or ask for write access")
+    elif isinstance(exc, RepositoryNotFoundError) or status == 404:
+        msg = f"{doing} {repo_id}: repository not found (or not visible with this token)"
     elif isinstance(exc, HfHubHTTPError):
-        msg = f"{doing} {repo_id}: the Hub answered {status}: {exc}"
+        msg = f"{doing} {repo_id}: the Hub answered {status} ({exc}); {retry}"
     else:
-        msg = (f"{doing} {repo_id} failed ({type(exc).__name__}: {exc}); nothing was committed, "
-               "run the same command again")
+        msg = f"{doing} {repo_id} failed ({type(exc).__name__}: {exc}); {retry}"
     return PublishError(_scrub(msg, token))
 
 
