@@ -113,3 +113,22 @@ def test_verify_checks_the_catalogs_record_of_the_manifest(filled_catalog, catal
     manifest.write_text(manifest.read_text().replace('"catalog_version": 2', '"catalog_version": 1'))
     out = runner.invoke(app, ["--catalog", str(catalog_dir), "verify", "s"])
     assert out.exit_code == 2 and "manifest.json: changed (sha256 differs from the recorded" in out.output
+
+
+def test_eval_prints_accuracy_overall_and_per_type(tiny_pair, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    student, _ = tiny_pair("qwen2_vl")
+    run = lambda *a: subprocess.run([sys.executable, "-m", "masters.cli", "--catalog", str(tmp_path / "c"), *a],
+                                    cwd=root, capture_output=True, text=True, timeout=300)  # noqa: E731
+    assert run("questions", "synthetic", "--n", "12", "--split", "test").returncode == 0
+    proc = run("eval", str(student), "--split", "test")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    head, *types = proc.stdout.strip().splitlines()
+    assert "accuracy" in head and "on 12 test questions (judge rule)" in head
+    assert len(types) == 6 and all(0 <= float(t.split()[-1]) <= 1 for t in types)  # six question types
+    missing = run("eval", str(student), "--split", "validation")
+    assert missing.returncode == 2 and "no 'validation' questions" in missing.stderr

@@ -141,3 +141,14 @@ def test_foreign_vocabulary_and_bad_batch_are_refused(grpo_snapshot, tmp_path):
         build_trainer(_config(small, snap, tmp_path / "o", max_steps=1))
     with pytest.raises(ConfigError, match="at least 2"):
         build_trainer(_config(student, snap, tmp_path / "o", max_steps=1, batch_size=1))
+
+
+def test_checkpoints_and_resume(grpo_snapshot, tmp_path):
+    student, _, snap = grpo_snapshot("qwen2_vl")
+    out = tmp_path / "o"
+    first = train_grpo(_config(student, snap, out, max_steps=4, save_steps=2))
+    assert first["steps"] == 4 and (out / "trainer_state" / "checkpoint-4").is_dir()
+    resumed = train_grpo(_config(student, snap, out, max_steps=6, save_steps=2, resume=True))
+    state = json.loads((out / "trainer_state" / "checkpoint-6" / "trainer_state.json").read_text())
+    assert resumed["steps"] == 6
+    assert [h["step"] for h in state["log_history"] if "loss" in h] == [1, 2, 3, 4, 5, 6]  # continued, not restarted
