@@ -96,6 +96,8 @@ class OfflineGRPOTrainer(GRPOTrainer):
         if "teacher_topk_ids" in inputs:
             student_topk = logits.gather(-1, inputs["teacher_topk_ids"]) - lse
         stored = inputs["old_per_token_logps"]
+        # padded positions take the stored value: their (masked) terms are exactly 0, never inf * 0
+        logps = torch.where(mask.bool(), logps, stored)
         w = self.loss_weights
         loss, metrics = masters_loss(logps, stored, stored, inputs["advantages"], mask,
                                      student_topk_logps=student_topk,
@@ -164,6 +166,10 @@ def build_trainer(config: GRPORunConfig) -> GRPORun:
     if top >= vocab:
         raise SnapshotError(f"snapshot {config.snapshot} holds token id {top}, beyond the vocabulary of "
                             f"{config.model} ({vocab}): it was generated with another tokenizer")
+    if rows.num_rows < args.generation_batch_size:
+        raise ConfigError(f"snapshot {config.snapshot} has {rows.num_rows} trainable rows, fewer than one batch "
+                          f"(batch_size x gradient_accumulation_steps x processes = {args.generation_batch_size}): "
+                          "lower batch_size or generate more")
     weights = {k: getattr(config, k) for k in ("beta", "jsd_weight", "epsilon_low", "epsilon_high")}
     trainer = OfflineGRPOTrainer(
         model=model, reward_funcs=[stored_reward], args=args, train_dataset=rows, processing_class=processor,

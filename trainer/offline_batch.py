@@ -25,7 +25,7 @@ from schemas.prompts import user_message
 BASE_COLUMNS = ("response_id", "source", "prompt", "image", "completion_ids", "reward", "advantage",
                 "student_logprobs")
 JSD_COLUMNS = ("top_k", "teacher_topk_ids", "teacher_topk_logprobs")
-LOGP_FLOOR = -100.0  # stored log-probs below this (float underflow, -inf) are floored: finite ratios and KL
+LOGP_FLOOR = -100.0  # a token whose stored log-prob is below this (underflow, -inf) is left out of the loss
 PAD_TEACHER_LOGP = -100.0  # top-k padding: probability ~0, so padded positions stay finite (then masked)
 
 
@@ -63,12 +63,13 @@ def training_rows(ds: datasets.Dataset, sources: Sequence[str], use_jsd: bool,
            "has no student log-prob per completion token (its token_stats are missing or cut short)", folder)
     k = 0
     if use_jsd:
-        ks = pc.unique(pc.drop_null(t.column("top_k"))).to_pylist()
         _first(t, pc.is_null(t.column("top_k")), "has no teacher top-k (no token_stats)", folder)
-        if len(ks) != 1 or ks[0] <= 0:
-            raise SnapshotError(f"snapshot {folder} mixes teacher top-k sizes {sorted(ks)}; score the "
-                                "iteration with one top_k, or set jsd_weight: 0")
-        k = ks[0]
+        k = t.column("top_k")[0].as_py()
+        _first(t, pc.not_equal(t.column("top_k"), k),
+               f"has another teacher top-k than the first row ({k}): the snapshot mixes top-k sizes; "
+               "score the iteration with one top_k, or set jsd_weight: 0", folder)
+        if k <= 0:
+            raise SnapshotError(f"snapshot {folder}: teacher top-k {k}; expected a positive k")
         for name in ("teacher_topk_ids", "teacher_topk_logprobs"):
             _first(t, pc.not_equal(pc.list_value_length(t.column(name)), pc.multiply(n, k)),
                    f"has a {name} of the wrong length (tokens x top_k = {k})", folder)
@@ -123,6 +124,7 @@ class OfflineBatcher:
             ids[j, :len(c)] = torch.tensor(c, dtype=torch.long)
             mask[j, :len(c)] = 1
             old[j, :len(c)] = torch.tensor(r["student_logprobs"][:len(c)], dtype=torch.float32)
+        mask = mask * (old > LOGP_FLOOR)  # an underflowed stored log-prob would give an unbounded ratio
         out.update(completion_ids=ids, completion_mask=mask,
                    old_per_token_logps=old.clamp_min(LOGP_FLOOR),
                    advantages=torch.tensor([float(r["advantage"]) for r in rows], dtype=torch.float32))

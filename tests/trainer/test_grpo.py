@@ -113,7 +113,8 @@ def _rows(**changes):
     ({"student_logprobs": None}, "response r1.*no student log-prob"),
     ({"advantage": float("nan")}, "response r1.*no finite advantage"),
     ({"teacher_topk_ids": [1, 2]}, "response r1.*teacher_topk_ids of the wrong length"),
-    ({"top_k": 3, "teacher_topk_ids": [1, 2, 3] * 3, "teacher_topk_logprobs": [-1.0] * 9}, "mixes teacher top-k"),
+    ({"top_k": 3, "teacher_topk_ids": [1, 2, 3] * 3, "teacher_topk_logprobs": [-1.0] * 9},
+     "response r1.*mixes top-k sizes"),
     ({"source": "oracle"}, "unknown source 'oracle'"),
 ])
 def test_bad_rows_are_refused_naming_the_response(changes, message):
@@ -141,14 +142,47 @@ def test_foreign_vocabulary_and_bad_batch_are_refused(grpo_snapshot, tmp_path):
         build_trainer(_config(small, snap, tmp_path / "o", max_steps=1))
     with pytest.raises(ConfigError, match="at least 2"):
         build_trainer(_config(student, snap, tmp_path / "o", max_steps=1, batch_size=1))
+    with pytest.raises(ConfigError, match="fewer than one batch"):
+        build_trainer(_config(student, snap, tmp_path / "o", max_steps=1, batch_size=512))
 
 
-def test_checkpoints_and_resume(grpo_snapshot, tmp_path):
+def test_padding_and_underflowed_log_probs_stay_finite():
+    """Padded positions and a stored log-prob of -inf must not turn the loss into NaN."""
+    from trainer.losses import masters_loss
+
+    mask = torch.tensor([[1, 1, 0]])
+    stored = torch.tensor([[-1.0, -2.0, 0.0]])
+    live = torch.tensor([[-1.1, -2.2, -120.0]], requires_grad=True)  # a pad position far below exp's range
+    logps = torch.where(mask.bool(), live, stored)
+    loss, m = masters_loss(logps, stored, stored, torch.tensor([1.0]), mask)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(live.grad).all() and live.grad[0, 2] == 0
+    from trainer.offline_batch import OfflineBatcher
+
+    class Proc:  # just what the completion side of the batcher touches
+        tokenizer = type("T", (), {"pad_token_id": 0})()
+
+    batcher = OfflineBatcher(Proc())
+    batcher.prompt_inputs = lambda prompts, images: {"input_ids": torch.ones(1, 2, dtype=torch.long),
+                                                     "attention_mask": torch.ones(1, 2, dtype=torch.long)}
+    b = batcher([{"response_id": "r", "prompt": "p", "image": b"x", "completion_ids": [4, 5, 6], "advantage": 1.0,
+                  "student_logprobs": [-1.0, float("-inf"), -0.5]}])
+    assert b["completion_mask"].tolist() == [[1, 0, 1]]  # the underflowed token is left out
+    assert torch.isfinite(b["old_per_token_logps"]).all()
+
+
+def test_checkpoints_and_resume(grpo_snapshot, tmp_path, monkeypatch):
+    from trainer.grpo import OfflineGRPOTrainer
+
     student, _, snap = grpo_snapshot("qwen2_vl")
     out = tmp_path / "o"
     first = train_grpo(_config(student, snap, out, max_steps=4, save_steps=2))
     assert first["steps"] == 4 and (out / "trainer_state" / "checkpoint-4").is_dir()
+    steps = []
+    real = OfflineGRPOTrainer.training_step
+    monkeypatch.setattr(OfflineGRPOTrainer, "training_step", lambda self, *a, **k: steps.append(1) or real(self, *a, **k))
     resumed = train_grpo(_config(student, snap, out, max_steps=6, save_steps=2, resume=True))
+    assert len(steps) == 2  # only steps 5 and 6 ran: resumed from checkpoint-4, not restarted
     state = json.loads((out / "trainer_state" / "checkpoint-6" / "trainer_state.json").read_text())
     assert resumed["steps"] == 6
     assert [h["step"] for h in state["log_history"] if "loss" in h] == [1, 2, 3, 4, 5, 6]  # continued, not restarted
