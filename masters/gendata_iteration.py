@@ -115,7 +115,14 @@ def produce_iteration(catalog: Catalog, spec: IterationSpec, judge: Judge, rewar
     if AutoTokenizer.from_pretrained(teacher_dir).get_vocab() != AutoTokenizer.from_pretrained(student_dir).get_vocab():
         raise MastersError(f"teacher {teacher_dir} and student {student_dir} have different vocabularies; "
                            "token-level scoring needs a shared tokenizer")
-    config_hash = ids.content_id("iteration-config", spec=spec.model_dump(mode="json"))
+    config_hash = ids.content_id("iteration-config", spec=spec.model_dump(mode="json",
+                                 exclude={"questions_per_batch", "groups_per_batch"}))
+    before = catalog.sql("SELECT config_hash FROM iterations WHERE iteration_id = $it",
+                         params={"it": it_id}).column(0).to_pylist()
+    if before and before[0] != config_hash:
+        raise MastersError(f"iteration {spec.iteration} of run {spec.run_id!r} is already in the catalog, made "
+                           "with another configuration (teacher, student, mask ratio, sampling, seeds...); "
+                           "resuming it would mix the two: use a new run_id")
     with catalog.commit(f"iteration {spec.iteration} of {spec.run_id}", stage="iteration",
                         iteration=spec.iteration) as tx:
         tx.append("models", [model_row(teacher_dir, "teacher"), model_row(student_dir, "student")])
@@ -178,9 +185,9 @@ def produce_iteration(catalog: Catalog, spec: IterationSpec, judge: Judge, rewar
         gc.collect()
     result.added["token_stats"] = scored
 
-    judged = judge_missing(catalog, judge, iteration=spec.iteration, progress=progress)
+    judged = judge_missing(catalog, judge, iteration=spec.iteration, run_id=spec.run_id, progress=progress)
     result.added["verdicts"] = judged.judged
     faults.point("judged")
-    rewarded = rescore(catalog, reward, iteration=spec.iteration)
+    rewarded = rescore(catalog, reward, iteration=spec.iteration, run_id=spec.run_id)
     result.added["rewards"] = rewarded.added
     return result

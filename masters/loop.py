@@ -12,11 +12,15 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+
+import yaml
 
 from catalog import Catalog
 from catalog.snapshots import create_snapshot
@@ -169,24 +173,63 @@ class RunResult:
                            "final_student": str(self.final_student), "seconds": self.seconds}, indent=2)
 
 
+def _trainer_config(student: Path, snapshot: Path, out: Path, config: RunConfig, iteration: int,
+                    progress: bool) -> GRPORunConfig:
+    t = config.train.model_dump(exclude={"launcher", "accelerate_config", "num_processes"})
+    return GRPORunConfig(model=str(student), snapshot=str(snapshot), output_dir=str(out),
+                         seed=config.seed + iteration, progress=progress, print_logs=False, logging_steps=5, **t)
+
+
+def _same_training(meta: dict, cfg: GRPORunConfig) -> bool:
+    keep = lambda d: {k: v for k, v in d.items() if k not in ("output_dir", "progress", "print_logs")}  # noqa: E731
+    return keep(meta.get("trainer_config", {})) == keep(cfg.model_dump())
+
+
+def _launch(cfg: GRPORunConfig, config: RunConfig, scratch: Path) -> dict:
+    """Train in ``accelerate launch`` worker processes (DeepSpeed ZeRO-3 across GPUs)."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    cfg_file = scratch.parent / f"{scratch.name}.yaml"
+    cfg_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    cmd = [sys.executable, "-m", "accelerate.commands.launch"]
+    if config.train.accelerate_config:
+        cmd += ["--config_file", config.train.accelerate_config]
+    if config.train.num_processes:
+        cmd += ["--num_processes", str(config.train.num_processes)]
+    cmd += ["-m", "trainer", "grpo", str(cfg_file)]
+    proc = subprocess.run(cmd)
+    cfg_file.unlink(missing_ok=True)
+    if proc.returncode != 0:
+        raise MastersError(f"training failed (exit {proc.returncode}): {' '.join(cmd)}")
+    return json.loads((scratch / META_NAME).read_text())["metrics"]
+
+
 def _train(student: Path, snapshot: Path, final: Path, config: RunConfig, iteration: int, progress: bool) -> dict:
-    if (final / META_NAME).is_file():  # trained before a restart
-        return json.loads((final / META_NAME).read_text())["metrics"]
     scratch = final.with_name(f".{final.name}.partial")
-    if (scratch / META_NAME).is_file():  # trained and saved, killed before the rename
-        os.rename(scratch, final)
-        return json.loads((final / META_NAME).read_text())["metrics"]
+    cfg = _trainer_config(student, snapshot, scratch, config, iteration, progress)
+    for done in (final, scratch):  # trained before a restart (killed before the rename, for scratch)
+        if (done / META_NAME).is_file():
+            meta = json.loads((done / META_NAME).read_text())
+            if not _same_training(meta, cfg):
+                raise MastersError(f"{done} was trained with other settings than this config's; resuming "
+                                   "would mix the two: use a new run_id (or remove that folder)")
+            if done == scratch:
+                shutil.rmtree(scratch / "trainer_state", ignore_errors=True)
+                os.rename(scratch, final)
+            return meta["metrics"]
     shutil.rmtree(scratch, ignore_errors=True)  # killed mid-training: start that training over
-    t = config.train
-    cfg = GRPORunConfig(model=str(student), snapshot=str(snapshot), output_dir=str(scratch),
-                        seed=config.seed + iteration, progress=progress, print_logs=False, logging_steps=5,
-                        **t.model_dump())
     faults.point("train")
-    metrics = train_grpo(cfg)  # meta.json is written last
-    faults.point("train-saved")
+    metrics = _launch(cfg, config, scratch) if config.train.launcher == "accelerate" else train_grpo(cfg)
+    faults.point("train-saved")  # meta.json is written last: from here a restart only renames
     shutil.rmtree(scratch / "trainer_state", ignore_errors=True)
     os.rename(scratch, final)  # the checkpoint appears whole or not at all
     return metrics
+
+
+def write_json(path: Path, doc: str) -> None:
+    """Write a file whole or not at all."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(doc)
+    os.replace(tmp, path)
 
 
 def run(config: RunConfig, catalog: Catalog, *, progress: bool = True,
@@ -239,5 +282,5 @@ def run(config: RunConfig, catalog: Catalog, *, progress: bool = True,
             report(summary)
         student = new_student
     result = RunResult(config.run_id, start_acc, summaries, student, time.perf_counter() - started)
-    (out / "run.json").write_text(result.to_json())
+    write_json(out / "run.json", result.to_json())
     return result

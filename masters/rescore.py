@@ -21,11 +21,15 @@ class JudgeResult:
     versions: list[int]
 
 
-def _iteration_filter(iteration: int | None) -> str:
-    return "" if iteration is None else f" AND it.iteration = {int(iteration)}"
+def _iteration_filter(iteration: int | None, run_id: str | None = None) -> str:
+    """SQL restricting to one iteration (of one run when ``run_id`` is given)."""
+    out = "" if iteration is None else f" AND it.iteration = {int(iteration)}"
+    if run_id is not None:
+        out += " AND it.run_id = '" + run_id.replace("'", "''") + "'"
+    return out
 
 
-def judge_missing(catalog: Catalog, judge: Judge, *, iteration: int | None = None,
+def judge_missing(catalog: Catalog, judge: Judge, *, iteration: int | None = None, run_id: str | None = None,
                   batch_size: int = 2048, progress: bool = False) -> JudgeResult:
     """Judge every response that has no final verdict (ok / unparseable) of ``judge`` yet, error
     verdicts included (retried); one commit per batch, so a crash loses at most one batch and a
@@ -39,9 +43,9 @@ def judge_missing(catalog: Catalog, judge: Judge, *, iteration: int | None = Non
         "FROM responses r JOIN questions q USING (question_id) JOIN iterations it USING (iteration_id) "
         "WHERE r.response_id NOT IN (SELECT response_id FROM verdicts WHERE judge_id = $j "
         "AND state IN ('ok', 'unparseable'))"
-        + _iteration_filter(iteration) + " ORDER BY r.response_id", params={"j": jid}).to_pylist()
+        + _iteration_filter(iteration, run_id) + " ORDER BY r.response_id", params={"j": jid}).to_pylist()
     total = catalog.sql("SELECT count(*) FROM responses r JOIN iterations it USING (iteration_id) WHERE true"
-                        + _iteration_filter(iteration)).column(0)[0].as_py()
+                        + _iteration_filter(iteration, run_id)).column(0)[0].as_py()
     states: dict[str, int] = {}
     versions = []
     for start in tqdm(range(0, len(todo), batch_size), desc=f"judge {judge.kind}", disable=not progress):
@@ -67,7 +71,7 @@ class RescoreResult:
     unrewarded: int  # responses without a reward row: unparseable, or their group is incomplete
 
 
-def rescore(catalog: Catalog, config: RewardConfig, *, iteration: int | None = None,
+def rescore(catalog: Catalog, config: RewardConfig, *, iteration: int | None = None, run_id: str | None = None,
             rows_per_file: int = 1_000_000) -> RescoreResult:
     """Reward rows under ``config`` (rewards.scores.reward_sql: complete groups, final verdicts of
     the config's judge, summaries of each iteration's scoring pair), appended with the config row
@@ -78,9 +82,9 @@ def rescore(catalog: Catalog, config: RewardConfig, *, iteration: int | None = N
     t = {name: f"(SELECT * FROM {catalog.table_ref(name, version)})"
          for name in ("responses", "verdicts", "token_stats", "iterations")}
     responses = t["responses"]
-    if iteration is not None:
+    if iteration is not None or run_id is not None:
         responses = (f"(SELECT r.* FROM {t['responses']} AS r JOIN {t['iterations']} AS it "
-                     f"USING (iteration_id) WHERE true{_iteration_filter(iteration)})")
+                     f"USING (iteration_id) WHERE true{_iteration_filter(iteration, run_id)})")
     check_hex_ids(con, responses)
     total = con.execute(f"SELECT count(*) FROM {responses}").fetchone()[0]
     sql = reward_sql(config, responses, t["verdicts"], t["token_stats"], t["iterations"])

@@ -65,7 +65,13 @@ class TrainConfig(StrictModel):
     jsd_weight: float = Field(1.0, ge=0, description="JSD(teacher top-k || student) weight")
     sources: list[Literal["teacher", "student"]] = Field(default_factory=lambda: ["teacher", "student"],
                                                          description="responses trained on")
-    deepspeed: str | None = Field(None, description="DeepSpeed JSON (single-process runs leave it unset)")
+    deepspeed: str | None = Field(None, description="DeepSpeed JSON (with launcher: accelerate and a DeepSpeed "
+                                  "accelerate config this is taken from there)")
+    launcher: Literal["inline", "accelerate"] = Field("inline", description="inline: train in this process; "
+                                                      "accelerate: `accelerate launch -m trainer grpo` workers")
+    accelerate_config: str | None = Field(None, description="accelerate config file for launcher: accelerate, "
+                                          "e.g. configs/accelerate/zero3.yaml")
+    num_processes: int | None = Field(None, gt=0, description="processes (GPUs) for launcher: accelerate")
 
 
 class EvalConfig(StrictModel):

@@ -49,8 +49,9 @@ def test_run_configs_validate(path):
 
     cfg = load_run_config(path)
     assert cfg.schedule.ratios()[0] == cfg.schedule.r_max and cfg.schedule.ratios()[-1] == 0.0
-    if cfg.train.deepspeed:
-        assert (ROOT / cfg.train.deepspeed).is_file()
+    for shipped in (cfg.train.deepspeed, cfg.train.accelerate_config):
+        if shipped:
+            assert (ROOT / shipped).is_file()
 
 
 def test_the_shipped_demo_config_is_what_masters_demo_runs():

@@ -86,7 +86,7 @@ def _check_report(catalog_dir):
     png = render_png(page, catalog_dir / "report.png", height=1600)
     img = Image.open(png).convert("L")
     assert img.size == (1100, 1600)
-    assert len(set(img.resize((64, 64)).getdata())) > 20  # drawn, not a blank page
+    assert len(set(img.resize((64, 64)).tobytes())) > 20  # drawn, not a blank page
 
 
 def _masters(catalog, cfg_path, fault=None):
@@ -186,3 +186,27 @@ def test_masters_demo_command(tmp_path):
     for row in ("starting student", "student after iteration 0", "teacher M (unmasked)"):
         assert row in out
     assert (tmp_path / "r.html").is_file() and "final student" in out
+
+
+@pytest.mark.slow
+def test_loop_trains_under_accelerate_zero3_and_refuses_a_changed_config(tiny_pair, tmp_path, monkeypatch):
+    from catalog import Catalog
+    from masters.loop import run
+    from masters.run_config import RunConfig
+    from schemas.errors import MastersError
+
+    monkeypatch.chdir(ROOT)  # the shipped accelerate config names its DeepSpeed JSON relative to the repo
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    doc = _config(tiny_pair, iterations=1)
+    doc["train"].update(launcher="accelerate", accelerate_config="configs/accelerate/zero3.yaml", num_processes=2,
+                        batch_size=2)
+    with Catalog.open(tmp_path / "cat") as cat:
+        result = run(RunConfig.parse(doc), cat, progress=False)
+        meta = json.loads((Path(result.final_student) / "meta.json").read_text())
+        assert meta["processes"] == 2 and meta["deepspeed"] is True
+        changed = {**doc, "train": {**doc["train"], "learning_rate": 5e-4}}
+        with pytest.raises(MastersError, match="trained with other settings"):
+            run(RunConfig.parse(changed), cat, progress=False)
+        other_mask = {**doc, "mask": {"kind": "constant", "r_max": 0.1, "iterations": 1}}
+        with pytest.raises(MastersError, match="made with another configuration"):
+            run(RunConfig.parse(other_mask), cat, progress=False)
