@@ -14,6 +14,7 @@ The same folder is what `masters publish` uploads and what `masters import` read
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import uuid
@@ -30,7 +31,8 @@ from catalog.conform import conform
 from catalog.snapshots import find_snapshot
 from catalog.store import Catalog
 from schemas.errors import SnapshotError
-from schemas.snapshot import DATA_DIR, IMAGE_TYPE, SNAPSHOT_ROW_SCHEMA, Manifest, manifest_sha256, verify_snapshot
+from schemas.snapshot import (DATA_DIR, IMAGE_TYPE, SNAPSHOT_ROW_SCHEMA, Manifest, manifest_sha256, sha256_file,
+                              verify_snapshot)
 from schemas.snapshot_folder import hf_features
 from schemas.tables import table_spec
 
@@ -73,7 +75,7 @@ def _queries(catalog: Catalog, version: int, reward_config_id: str, with_token_s
          ("questions", "images", "responses", "verdicts", "rewards", "token_stats", "models", "iterations",
           "reward_configs")}
     snap = "(SELECT response_id FROM _masters_snapshot_ids)"
-    rc = f"'{reward_config_id}'"
+    rc = "$rc"  # bound: the id comes from a snapshot folder
     q = {
         "questions": f"""SELECT q.*, CASE WHEN im.image_id IS NULL THEN NULL
                                   ELSE {{'bytes': im.bytes, 'path': NULL::VARCHAR}} END AS image,
@@ -199,8 +201,16 @@ def export_for_hub(catalog: Catalog, snapshot: str | os.PathLike, out: str | os.
     src = find_snapshot(catalog, snapshot)
     manifest = verify_snapshot(src)
     digest = manifest_sha256(src)
+    known = catalog.sql("SELECT count(*) FROM snapshots WHERE name = $n AND manifest_sha256 = $s",
+                        params={"n": manifest.name, "s": digest}).column(0)[0].as_py()
+    if not known:
+        raise SnapshotError(f"snapshot {src} was not cut from this catalog ({catalog.config.uri}): export it "
+                            "with the catalog it came from")
     version = catalog.check_version(manifest.catalog_version)
     out = Path(out)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / META_NAME).is_file())):
+        raise SnapshotError(f"--out {out} exists and is not an earlier export (no {META_NAME}); "
+                            "choose a new or empty folder")
     tmp = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
     try:
@@ -211,7 +221,8 @@ def export_for_hub(catalog: Catalog, snapshot: str | os.PathLike, out: str | os.
             con.register("_masters_snapshot_ids", training.select(["response_id"]))
             counts, schemas = {}, {}
             for config, sql in _queries(catalog, version, manifest.reward_config_id, with_token_stats).items():
-                table = con.execute(sql).to_arrow_table()
+                params = {"rc": manifest.reward_config_id} if "$rc" in sql else {}
+                table = con.execute(sql, params).to_arrow_table()
                 schema = questions_schema() if config == "questions" else table_spec(config).schema
                 table = table.select(schema.names).cast(schema) if config == "questions" else conform(table_spec(config), table)
                 _write(tmp, config, table)
@@ -231,29 +242,43 @@ def export_for_hub(catalog: Catalog, snapshot: str | os.PathLike, out: str | os.
         _write(tmp, "training", training)
         counts["training"], schemas["training"] = training.num_rows, SNAPSHOT_ROW_SCHEMA
         meta = {"format": FORMAT, "snapshot": manifest.name, "snapshot_manifest_sha256": digest,
-                "catalog_version": manifest.catalog_version, "catalog_uri": manifest.configs.get("catalog_uri"),
+                "catalog_version": manifest.catalog_version,
+                # the kind of catalog only: a connection string may carry a password
+                "catalog_kind": str(manifest.configs.get("catalog_uri", "")).split(":")[:2],
                 "reward_config": _plain(manifest.configs.get("reward_config", {})),
                 "filters": manifest.configs.get("filters", {}), "with_token_stats": with_token_stats,
                 "row_counts": counts, "judges": judges,
                 "iterations": _plain(pq.read_table(tmp / DATA_DIR / "iterations").to_pylist()),
-                "models": _plain(pq.read_table(tmp / DATA_DIR / "models").drop_columns(["meta"]).to_pylist())}
+                "models": _plain(pq.read_table(tmp / DATA_DIR / "models").drop_columns(["meta", "path"]).to_pylist())}
         (tmp / "README.md").write_text(_card(manifest.name, manifest, meta, counts, schemas, stats, license))
+        meta["files"] = {str(f.relative_to(tmp)): sha256_file(f) for f in sorted(tmp.rglob("*")) if f.is_file()}
+        meta["content_sha256"] = hashlib.sha256(yaml.safe_dump(meta["files"]).encode()).hexdigest()
         (tmp / META_NAME).write_text(yaml.safe_dump(meta, sort_keys=False))
+        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
         if out.exists():
-            shutil.rmtree(out)
+            os.rename(out, old)  # aside, not deleted, until the new export is in place
         os.rename(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return HubExport(out, manifest.name, digest, manifest.catalog_version, counts)
 
 
-def read_meta(folder: str | os.PathLike) -> dict:
+def read_meta(folder: str | os.PathLike, verify: bool = False) -> dict:
+    """masters.yaml of an export; with ``verify``, every file it lists is checked (sha256)."""
     path = Path(folder) / META_NAME
     if not path.is_file():
         raise SnapshotError(f"{folder} is not a masters-distill Gen-Data dataset: no {META_NAME}")
     meta = yaml.safe_load(path.read_text()) or {}
     if meta.get("format") != FORMAT:
         raise SnapshotError(f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}")
+    if verify:
+        for rel, sha in (meta.get("files") or {}).items():
+            f = Path(folder) / rel
+            if not f.is_file():
+                raise SnapshotError(f"{folder}: {rel} is missing (an incomplete download?)")
+            if sha256_file(f) != sha:
+                raise SnapshotError(f"{folder}: {rel} does not match its sha256 in {META_NAME} (changed or corrupt)")
     return meta
 
 

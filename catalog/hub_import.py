@@ -44,7 +44,7 @@ def _split_questions(table: pa.Table) -> tuple[pa.Table, pa.Table]:
 def import_gendata(catalog: Catalog, folder: str | os.PathLike, source: str | None = None) -> CommitResult:
     """Append every table of the dataset in ``folder`` to the catalog (one commit)."""
     folder = Path(folder)
-    meta = read_meta(folder)
+    meta = read_meta(folder, verify=True)
     tables: dict[str, pa.Table] = {}
     questions = _read(folder, "questions")
     if questions is None or _read(folder, "responses") is None:

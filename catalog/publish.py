@@ -6,8 +6,9 @@ published one back.
 - ``revision``: publish to a branch (created from main if needed) instead of replacing main.
 - The token comes from the argument, ``HF_TOKEN`` or the user's `hf auth login`; it is never
   written anywhere and is scrubbed from every error message.
-- A failure before the commit leaves the repository as it was (the Hub applies a commit whole or
-  not at all); running the same command again finishes the job."""
+- The Hub applies a commit whole or not at all: a failed upload leaves the repository as it was
+  (or, when the connection dropped after the Hub applied it, fully published); running the same
+  command again finishes the job or finds it done."""
 
 from __future__ import annotations
 
@@ -54,7 +55,8 @@ def _explain(exc: Exception, repo_id: str, token: str | None, doing: str) -> Pub
     from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
     status = getattr(getattr(exc, "response", None), "status_code", None)
-    retry = "nothing was committed; run the same command again"
+    retry = ("the commit is atomic: nothing or all of it is on the Hub (a connection lost after the Hub "
+             "applied it); run the same command again to finish, or to find it done")
     if status == 401:  # before not-found: the client reports a refused token on a repo URL as not found
         msg = f"{doing} {repo_id}: the Hugging Face token was refused (missing, expired or invalid): set HF_TOKEN"
     elif status == 403:
@@ -70,14 +72,14 @@ def _explain(exc: Exception, repo_id: str, token: str | None, doing: str) -> Pub
 
 
 def _published_sha(api, repo_id: str, revision: str) -> str | None:
-    """The snapshot manifest sha256 recorded in the repository's masters.yaml, if any."""
+    """The content digest (every exported file's sha256) recorded in the repository's masters.yaml."""
     from huggingface_hub.errors import EntryNotFoundError, RevisionNotFoundError
 
     try:
         path = api.hf_hub_download(repo_id, META_NAME, repo_type=REPO_TYPE, revision=revision)
     except (EntryNotFoundError, RevisionNotFoundError):
         return None
-    return (yaml.safe_load(Path(path).read_text()) or {}).get("snapshot_manifest_sha256")
+    return (yaml.safe_load(Path(path).read_text()) or {}).get("content_sha256")
 
 
 def publish_folder(folder: str | os.PathLike, repo_id: str, *, token: str | None = None, private: bool = False,
@@ -86,7 +88,7 @@ def publish_folder(folder: str | os.PathLike, repo_id: str, *, token: str | None
     from huggingface_hub import HfApi
 
     folder = Path(folder)
-    meta = read_meta(folder)
+    meta = read_meta(folder, verify=True)
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise PublishError(f"--repo {repo_id!r}: expected OWNER/NAME")
     token = _token(token)
@@ -96,7 +98,7 @@ def publish_folder(folder: str | os.PathLike, repo_id: str, *, token: str | None
         url = str(api.create_repo(repo_id, repo_type=REPO_TYPE, private=private, exist_ok=True))
         if branch != "main":
             api.create_branch(repo_id, branch=branch, repo_type=REPO_TYPE, exist_ok=True)
-        if _published_sha(api, repo_id, branch) == meta["snapshot_manifest_sha256"]:
+        if _published_sha(api, repo_id, branch) == meta["content_sha256"]:
             return PublishResult(repo_id, branch, None, url, False)
         message = (f"Publish Gen-Data snapshot {meta['snapshot']} (catalog version {meta['catalog_version']}, "
                    f"reward config {meta['reward_config'].get('reward_config_id', '?')[:12]})")

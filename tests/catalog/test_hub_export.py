@@ -54,7 +54,43 @@ def test_export_loads_offline_with_sql_row_counts(exported):
     assert meta["snapshot_manifest_sha256"] == snap.manifest_sha256 and meta["row_counts"] == res.row_counts
 
 
+def test_export_is_the_snapshot_at_its_version(exported, tmp_path):
+    """Rows committed after the snapshot (another iteration) stay out of its export."""
+    from masters.synthetic_gendata import synthetic_gendata
+
+    cat, config, snap, res = exported
+    later, _ = synthetic_gendata(num_questions=6, responses_per_source=4, iteration=1, seed=1)
+    with cat.commit("a later iteration", stage="generate") as tx:
+        for name, table in later.items():
+            tx.append(name, table)
+    assert cat.count("responses") > res.row_counts["responses"]
+    again = export_for_hub(cat, "hub", tmp_path / "again", with_token_stats=True)
+    assert again.row_counts == res.row_counts
+    import pyarrow.parquet as pq
+
+    snap_ids = set(pq.read_table(snap.path / "data", columns=["response_id"]).column(0).to_pylist())
+    exported_ids = set(pq.read_table(again.folder / "data" / "responses").column("response_id").to_pylist())
+    assert exported_ids == snap_ids
+
+
+def test_export_refuses_foreign_snapshots_and_unsafe_targets(exported, tmp_path, catalog_dir):
+    from catalog import Catalog
+
+    cat, config, snap, res = exported
+    (tmp_path / "precious").mkdir()
+    (tmp_path / "precious" / "notes.txt").write_text("keep me")
+    with pytest.raises(SnapshotError, match="not an earlier export"):
+        export_for_hub(cat, "hub", tmp_path / "precious")
+    assert (tmp_path / "precious" / "notes.txt").read_text() == "keep me"
+    with Catalog.open(tmp_path / "elsewhere") as other, pytest.raises(SnapshotError, match="not cut from this catalog"):
+        export_for_hub(other, snap.path, tmp_path / "x")
+    meta = yaml.safe_load((res.folder / "masters.yaml").read_text())
+    assert "catalog_uri" not in meta and "path" not in meta["models"][0]  # no connection strings, no local paths
+
+
 def test_import_brings_back_every_row(exported, tmp_path):
+    import pyarrow.parquet as pq
+
     from catalog import Catalog
 
     cat, config, snap, res = exported
@@ -65,8 +101,9 @@ def test_import_brings_back_every_row(exported, tmp_path):
         assert again.version is None and sum(again.added.values()) == 0  # idempotent
         for table, key in KEYS.items():
             theirs = set(other.sql(f"SELECT {key} FROM {table}").column(0).to_pylist())
-            ours = set(cat.sql(f"SELECT {key} FROM {table}").column(0).to_pylist())
-            assert theirs and theirs <= ours, table
+            config_name = "questions" if table == "images" else table
+            exported_ids = set(pq.read_table(res.folder / "data" / config_name).column(key).to_pylist()) - {None}
+            assert theirs == exported_ids and theirs, table
         # the same rewards, value for value
         q = "SELECT reward_id, reward, advantage FROM rewards WHERE reward_config_id = $rc ORDER BY reward_id"
         assert other.sql(q, params={"rc": config.id}) == cat.sql(q, params={"rc": config.id})
@@ -78,3 +115,18 @@ def test_a_folder_that_is_not_gendata_is_refused(tmp_path, catalog_dir):
     (tmp_path / "x").mkdir()
     with Catalog.open(catalog_dir) as cat, pytest.raises(SnapshotError, match="no masters.yaml"):
         import_gendata(cat, tmp_path / "x")
+
+
+def test_import_verifies_every_file(exported, tmp_path, catalog_dir):
+    import shutil
+
+    from catalog import Catalog
+
+    cat, config, snap, res = exported
+    copy = tmp_path / "copy"
+    shutil.copytree(res.folder, copy)
+    (copy / "data" / "rewards" / "train-00000-of-00001.parquet").write_bytes(b"truncated")
+    with Catalog.open(tmp_path / "fresh") as fresh, pytest.raises(SnapshotError, match="rewards.*sha256"):
+        import_gendata(fresh, copy)
+    with Catalog.open(tmp_path / "fresh") as fresh:
+        assert fresh.count("responses") == 0  # nothing half-imported
