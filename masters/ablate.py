@@ -25,6 +25,7 @@ from masters.gendata_iteration import IterationSpec, produce_iteration
 from masters.loop import (build_judge, ensure_questions, evaluate_checkpoint, resolve_model, reward_config, run,
                           run_dir)
 from masters.run_config import RunConfig, TeacherStage
+from schemas.errors import ConfigError
 from trainer.checkpoints import META_NAME
 from trainer.config import SFTRunConfig
 from trainer.sft import train_sft
@@ -63,7 +64,9 @@ def _teacher_only(catalog: Catalog, cfg: RunConfig, i: int, teacher: Path, ratio
 
 def arm_accuracy(catalog: Catalog, base: RunConfig, arm: str, seed: int, steps: int, progress: bool = True) -> float:
     """Held-out accuracy of one arm at one seed (training ``steps`` optimizer steps per iteration)."""
-    cfg = base.model_copy(update={"run_id": f"{base.run_id}-{arm}-s{seed}", "seed": seed,
+    # the run id names everything that changes the arm's result, so a different budget never reuses it
+    run_id = f"{base.run_id}-{arm}-i{base.iterations}-k{steps}-s{seed}"
+    cfg = base.model_copy(update={"run_id": run_id, "seed": seed,
                                   "train": base.train.model_copy(update={"max_steps": steps})})
     judge = build_judge(cfg.judge)
     student = resolve_model(cfg.student, progress)
@@ -92,6 +95,9 @@ def arm_accuracy(catalog: Catalog, base: RunConfig, arm: str, seed: int, steps: 
 def ablate(catalog: Catalog, base: RunConfig, seeds: list[int], steps: int, arms: tuple[str, ...] = ARMS,
            progress: bool = True, on_result: Callable[[str, int, float], None] | None = None) -> dict:
     """Every arm at every seed; mean and standard deviation per arm."""
+    if base.train.gradient_accumulation_steps != 1 or base.train.updates_per_batch != 1:
+        raise ConfigError("ablate compares SFT and GRPO arms step for step: set train.gradient_accumulation_steps "
+                          "and train.updates_per_batch to 1")
     ensure_questions(catalog, base)
     results = []
     for arm in arms:

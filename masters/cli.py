@@ -551,7 +551,8 @@ def ablate(
             page = None
             if "masters" in arm_list:
                 out = Path(report) if report else run_dir(base, cat).parent / f"{base.run_id}-report.html"
-                page = build_report(cat, f"{base.run_id}-masters-s{seed_list[0]}", out, ablation=result,
+                page = build_report(cat, f"{base.run_id}-masters-i{base.iterations}-k{steps}-s{seed_list[0]}", out,
+                                    ablation=result,
                                     title=f"masters-distill ablations ({base.run_id})")
     except MastersError as exc:
         _fail(exc)

@@ -60,14 +60,18 @@ def report_data(catalog: Catalog, run_id: str) -> dict:
     roles = {r["model_id"]: r["role"] for r in q("SELECT model_id, role FROM models").to_pylist()}
     teachers = {names.get(e["model_id"], e["model_id"][:12]): e["accuracy"] for e in all_evals
                 if e["iteration"] is None and roles.get(e["model_id"]) == "teacher"}
+    # the reward config the run's snapshots carry (a later re-scoring of the run adds others)
     rewards = q("SELECT it.iteration, r.source, w.reward, w.divergence, w.r_acc FROM rewards w "
                 "JOIN responses r USING (response_id) JOIN iterations it USING (iteration_id) "
-                "WHERE it.run_id = $r", params={"r": run_id}).to_pylist()
+                "WHERE it.run_id = $r AND w.reward_config_id IN (SELECT s.reward_config_id FROM snapshots s "
+                "JOIN iterations i2 ON i2.iteration_id = s.iteration_id WHERE i2.run_id = $r)",
+                params={"r": run_id}).to_pylist()
     verdicts = q("SELECT it.iteration, r.source, v.state, v.score, count(*) AS n FROM verdicts v "
                  "JOIN responses r USING (response_id) JOIN iterations it USING (iteration_id) "
                  "WHERE it.run_id = $r GROUP BY ALL ORDER BY ALL", params={"r": run_id}).to_pylist()
     snaps = q("SELECT s.name, s.catalog_version, s.num_rows, s.manifest_sha256 FROM snapshots s "
-              "WHERE s.name LIKE $p ORDER BY s.catalog_version", params={"p": f"{run_id}-iter%"}).to_pylist()
+              "JOIN iterations it ON it.iteration_id = s.iteration_id WHERE it.run_id = $r "
+              "ORDER BY s.catalog_version", params={"r": run_id}).to_pylist()
     versions = [v for v in catalog.versions() if v.rows_added]
     return {"run_id": run_id, "iterations": iters, "names": names, "evals": evals, "teachers": teachers,
             "rewards": rewards,

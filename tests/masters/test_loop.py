@@ -155,10 +155,11 @@ def test_ablation_arms_run_at_equal_budget(tiny_pair, catalog_dir):
         out = ablate(cat, base, [0, 1], steps=2, progress=False, on_result=lambda *a: seen.append(a))
         runs = set(cat.sql("SELECT DISTINCT run_id FROM iterations").column(0).to_pylist())
         # every trained arm's Gen-Data is in the catalog under its own run id
-        assert {"abl-naive-s0", "abl-progressive-s1", "abl-masters-s0", "abl-masters-one-teacher-s1"} <= runs
-        naive_teacher = cat.sql("SELECT DISTINCT it.teacher_model_id FROM iterations it WHERE run_id = 'abl-naive-s0'")
-        one = cat.sql("SELECT DISTINCT teacher_model_id FROM iterations WHERE run_id = 'abl-masters-one-teacher-s0'")
-        ladder = cat.sql("SELECT teacher_model_id FROM iterations WHERE run_id = 'abl-masters-s0' ORDER BY iteration")
+        assert {"abl-naive-i2-k2-s0", "abl-progressive-i2-k2-s1", "abl-masters-i2-k2-s0",
+                "abl-masters-one-teacher-i2-k2-s1"} <= runs
+        naive_teacher = cat.sql("SELECT DISTINCT teacher_model_id FROM iterations WHERE run_id = 'abl-naive-i2-k2-s0'")
+        one = cat.sql("SELECT DISTINCT teacher_model_id FROM iterations WHERE run_id = 'abl-masters-one-teacher-i2-k2-s0'")
+        ladder = cat.sql("SELECT teacher_model_id FROM iterations WHERE run_id = 'abl-masters-i2-k2-s0' ORDER BY iteration")
     from schemas import ids
 
     largest = ids.checkpoint_id(teacher)
@@ -169,7 +170,7 @@ def test_ablation_arms_run_at_equal_budget(tiny_pair, catalog_dir):
     assert len(arms["base"]["per_seed"]) == 1 and all(len(arms[a]["per_seed"]) == 2 for a in list(arms)[1:])
     assert all(0 <= x <= 1 for a in arms.values() for x in a["per_seed"])
     assert len(seen) == 9 and Path(out["path"]).is_file()
-    sft_meta = json.loads((catalog_dir / "runs" / "abl-naive-s0" / "students" / "naive" / "meta.json").read_text())
+    sft_meta = json.loads((catalog_dir / "runs" / "abl-naive-i2-k2-s0" / "students" / "naive" / "meta.json").read_text())
     assert sft_meta["metrics"]["steps"] == 2 * base.iterations  # the same optimizer steps as the loop's arms
 
 
