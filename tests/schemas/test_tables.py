@@ -7,7 +7,7 @@ from schemas.snapshot import SNAPSHOT_ROW_SCHEMA
 from schemas.tables import ALL_TABLES, field_doc, table_spec
 
 EXPECTED = {"images", "questions", "models", "iterations", "responses", "token_stats",
-            "verdicts", "reward_configs", "rewards", "snapshots"}
+            "verdicts", "reward_configs", "rewards", "snapshots", "evaluations"}
 
 
 def test_one_schema_per_table_with_a_required_id_column():
