@@ -16,6 +16,7 @@ from gendata.backends import SamplingConfig
 from gendata.scoring import ScoringConfig
 from gendata.schedule import MaskSchedule
 from schemas.config import StrictModel
+from trainer.config import GRPOSettings
 from schemas.errors import ConfigError
 
 
@@ -50,23 +51,9 @@ class RewardWeights(StrictModel):
     w_distill: float = Field(1.0, description="weight of R_distill")
 
 
-class TrainConfig(StrictModel):
-    """Per-iteration trainer settings (trainer.config.GRPORunConfig without the paths)."""
+class TrainConfig(GRPOSettings):
+    """Per-iteration trainer settings (trainer.config.GRPOSettings) and how training is launched."""
 
-    max_steps: int | None = Field(None, gt=0, description="optimizer steps per iteration (None: num_epochs)")
-    num_epochs: float = Field(1.0, gt=0, description="passes over the iteration's rows")
-    batch_size: int = Field(8, gt=0, description="completions per micro-batch")
-    gradient_accumulation_steps: int = Field(1, gt=0, description="micro-batches per step")
-    updates_per_batch: int = Field(1, gt=0, description="1: the paper's regime (ratio 1)")
-    learning_rate: float = Field(1e-6, gt=0, description="AdamW learning rate")
-    lr_scheduler: str = Field("constant", description="scheduler name")
-    warmup_steps: int = Field(0, ge=0, description="warm-up steps")
-    beta: float = Field(0.1, ge=0, description="KL weight")
-    jsd_weight: float = Field(1.0, ge=0, description="JSD(teacher top-k || student) weight")
-    sources: list[Literal["teacher", "student"]] = Field(default_factory=lambda: ["teacher", "student"],
-                                                         description="responses trained on")
-    deepspeed: str | None = Field(None, description="DeepSpeed JSON (with launcher: accelerate and a DeepSpeed "
-                                  "accelerate config this is taken from there)")
     launcher: Literal["inline", "accelerate"] = Field("inline", description="inline: train in this process; "
                                                       "accelerate: `accelerate launch -m trainer grpo` workers")
     accelerate_config: str | None = Field(None, description="accelerate config file for launcher: accelerate, "

@@ -95,3 +95,24 @@ def tiny_pair(tmp_path_factory):
         return made[family]
 
     return make
+
+
+@pytest.fixture
+def tampered_copy(tmp_path):
+    """A writable copy of a snapshot folder with one byte of one data shard flipped.
+    Returns (copy, the shard changed)."""
+    import os
+    import shutil
+
+    def make(folder, offset: int = 100):
+        copy = tmp_path / "tampered"
+        shutil.copytree(folder, copy)
+        for p in copy.rglob("*"):
+            os.chmod(p, 0o755 if p.is_dir() else 0o644)
+        shard = next((copy / "data").glob("*.parquet"))
+        data = bytearray(shard.read_bytes())
+        data[offset] ^= 0xFF
+        shard.write_bytes(bytes(data))
+        return copy, shard
+
+    return make

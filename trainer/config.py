@@ -31,15 +31,13 @@ class SFTRunConfig(StrictModel):
     progress: bool = Field(True, description="show a progress bar")
 
 
-class GRPORunConfig(StrictModel):
-    """Offline GRPO (the paper's objective) of a student on a snapshot folder.
+class GRPOSettings(StrictModel):
+    """The training settings of offline GRPO (the paper's objective), without paths: what a run
+    config of the loop (masters.run_config.TrainConfig) sets per iteration.
 
     Defaults are the paper's: lr 1e-6, beta 0.1, one update per sampled batch (importance ratio 1
     against the stored student log-probs). Tiny models need a larger learning rate."""
 
-    model: str = Field(description="the student checkpoint folder to start from")
-    snapshot: str = Field(description="snapshot folder (verified against its manifest before training)")
-    output_dir: str = Field(description="where the trained checkpoint, meta.json and trainer state go")
     max_steps: int | None = Field(None, gt=0, description="optimizer steps (None: num_epochs over the rows)")
     num_epochs: float = Field(1.0, gt=0, description="passes over the snapshot's rows when max_steps is None")
     batch_size: int = Field(8, gt=0, description="completions per device per micro-batch")
@@ -63,17 +61,25 @@ class GRPORunConfig(StrictModel):
         description="which responses to train on (the paper: both)")
     max_completion_tokens: int | None = Field(None, gt=0, description="truncate longer completions (and "
                                               "their per-token columns) to this many tokens")
+    deepspeed: str | None = Field(None, description="DeepSpeed JSON (e.g. configs/deepspeed/zero3.json); "
+                                  "under `accelerate launch` with a DeepSpeed accelerate config this is "
+                                  "taken from there instead")
+    gradient_checkpointing: bool = Field(False, description="trade compute for activation memory")
+    bf16: bool = Field(False, description="bfloat16 mixed precision (GPUs)")
+
+
+class GRPORunConfig(GRPOSettings):
+    """Offline GRPO of a student on a snapshot folder: the settings, the paths and run options."""
+
+    model: str = Field(description="the student checkpoint folder to start from")
+    snapshot: str = Field(description="snapshot folder (verified against its manifest before training)")
+    output_dir: str = Field(description="where the trained checkpoint, meta.json and trainer state go")
     seed: int = Field(0, description="data order seed")
     logging_steps: int = Field(10, gt=0, description="log every N steps")
     report_to: list[str] = Field(default_factory=list, description="TRL/transformers loggers, e.g. ['tensorboard']")
     save_steps: int | None = Field(None, gt=0, description="checkpoint every N steps (None: only at the end)")
     save_total_limit: int | None = Field(2, gt=0, description="intermediate checkpoints kept")
     resume: bool = Field(False, description="resume from the last checkpoint in output_dir/trainer_state")
-    deepspeed: str | None = Field(None, description="DeepSpeed JSON (e.g. configs/deepspeed/zero3.json); "
-                                  "under `accelerate launch` with a DeepSpeed accelerate config this is "
-                                  "taken from there instead")
-    gradient_checkpointing: bool = Field(False, description="trade compute for activation memory")
-    bf16: bool = Field(False, description="bfloat16 mixed precision (GPUs)")
     trust_remote_code: bool = Field(True, description="allow the processor code shipped in the checkpoint "
                                     "(the image-only shims of tiny fixtures); set False for untrusted checkpoints")
     print_logs: bool = Field(True, description="print each logged metrics dict (TRL's printer)")

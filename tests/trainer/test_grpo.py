@@ -1,8 +1,6 @@
 """Offline GRPO on TRL over real snapshots of two VLM families."""
 
 import json
-import os
-import shutil
 
 import datasets
 import pytest
@@ -82,16 +80,9 @@ def test_updates_per_batch_reuses_each_sampled_batch(grpo_snapshot, tmp_path):
     assert len(distinct) == (run.rows.num_rows // gen) * gen  # every row once per epoch (last partial batch dropped)
 
 
-def test_tampered_snapshot_is_refused_before_training(grpo_snapshot, tmp_path):
+def test_tampered_snapshot_is_refused_before_training(grpo_snapshot, tmp_path, tampered_copy):
     student, _, snap = grpo_snapshot("llava")
-    copy = tmp_path / "copy"
-    shutil.copytree(snap, copy)
-    for p in copy.rglob("*"):
-        os.chmod(p, 0o755 if p.is_dir() else 0o644)
-    shard = next((copy / "data").glob("*.parquet"))
-    data = bytearray(shard.read_bytes())
-    data[200] ^= 0xFF
-    shard.write_bytes(bytes(data))
+    copy, shard = tampered_copy(snap, 200)
     with pytest.raises(SnapshotVerificationError, match=rf"{shard.relative_to(copy)}: changed"):
         train_grpo(_config(student, copy, tmp_path / "o", max_steps=1))
     shard.unlink()

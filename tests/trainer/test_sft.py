@@ -1,8 +1,6 @@
 """TRL SFTTrainer on snapshot-format folders, for two VLM families through one code path."""
 
 import json
-import os
-import shutil
 
 import pytest
 
@@ -31,15 +29,8 @@ def test_sft_learns_and_writes_lineage(tiny_checkpoints, sft_folder, tmp_path, f
     assert type(model).__name__.lower().startswith(family.split("_")[0])
 
 
-def test_tampered_or_incomplete_snapshot_is_refused(tiny_checkpoints, sft_folder, tmp_path):
-    copy = tmp_path / "copy"
-    shutil.copytree(sft_folder, copy)
-    for p in copy.rglob("*"):
-        os.chmod(p, 0o755 if p.is_dir() else 0o644)
-    shard = next((copy / "data").glob("*.parquet"))
-    data = bytearray(shard.read_bytes())
-    data[100] ^= 0xFF
-    shard.write_bytes(bytes(data))
+def test_tampered_or_incomplete_snapshot_is_refused(tiny_checkpoints, sft_folder, tmp_path, tampered_copy):
+    copy, shard = tampered_copy(sft_folder)
     cfg = SFTRunConfig(model=str(tiny_checkpoints["llava"]), snapshot=str(copy),
                        output_dir=str(tmp_path / "o"), max_steps=1, progress=False)
     with pytest.raises(SnapshotVerificationError, match=rf"{shard.relative_to(copy)}: changed"):
