@@ -139,10 +139,9 @@ def run_online(student, snap, out, steps, batch, generations, tokens) -> float:
 
     ds, _, _ = load_verified(snap)
     rows = ds.select_columns(["prompt", "image", "answer"]).to_list()
-    prompts = datasets.Dataset.from_list([
-        {"prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": r["prompt"]}]}],
-         "image": r["image"], "answer": r["answer"]} for r in rows]).cast_column("image", ds.features["image"])
-    assert user_message("x")[0]["content"][0] == {"type": "image"}  # the same prompt layout as Gen-Data
+    # the same prompt layout as Gen-Data (schemas/prompts.py)
+    prompts = datasets.Dataset.from_list([{"prompt": user_message(r["prompt"]), "image": r["image"],
+                                           "answer": r["answer"]} for r in rows]).cast_column("image", ds.features["image"])
 
     def accuracy(completions, answer, **_):
         return [float(match_answer(c[0]["content"] if isinstance(c, list) else c, a, "word", []))
