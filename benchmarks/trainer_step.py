@@ -30,7 +30,8 @@ from catalog.snapshots import create_snapshot
 from gendata.backends import SamplingConfig
 from gendata.synthetic_vqa import synthetic_vqa
 from gendata.tiny_vlm import FAMILIES, TinySize, build_tiny_vlm, train_tokenizer
-from masters.gendata_iteration import IterationSpec, produce_iteration
+from masters.production import produce_iteration
+from masters.stages import IterationScope, IterationSpec
 from masters.questions import ingest_questions
 from rewards.judges import make_judge
 from rewards.matching import match_answer
@@ -96,7 +97,7 @@ def make_snapshot(root: Path, family: str, hidden: int, layers: int, questions: 
                          teacher_responses=responses, student_responses=responses,
                          sampling=SamplingConfig(max_new_tokens=tokens))
     t0 = time.perf_counter()
-    produce_iteration(cat, spec, judge, reward, progress=False)
+    produce_iteration(cat, IterationScope.build(spec, judge, reward), progress=False)
     produce = time.perf_counter() - t0
     n = cat.count("responses")
     snap = create_snapshot(cat, "bench", reward.id, progress=False)

@@ -6,8 +6,11 @@ Offline, the extension comes from the PyPI packages ``duckdb-extensions`` +
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
@@ -82,6 +85,19 @@ def local_catalog_file(uri: str) -> Path | None:
     return Path(rest)
 
 
+def _sqlite_wal(path: Path) -> None:
+    """Put a SQLite catalog in write-ahead-log mode (a setting the file keeps): readers then never
+    block a writer's COMMIT, and writers take turns through ``writer_lock``."""
+    import sqlite3
+
+    con = sqlite3.connect(path, timeout=30)
+    try:
+        if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            con.execute("PRAGMA journal_mode=WAL")
+    finally:
+        con.close()
+
+
 def _sql_str(value: str) -> str:
     return value.replace("'", "''")
 
@@ -100,6 +116,8 @@ def attach(config: CatalogConfig, *, read_only: bool, create: bool) -> duckdb.Du
             raise CatalogError(f"no catalog at {meta_file}: create one by writing to it "
                                "(e.g. `masters --catalog DIR roundtrip`, or Catalog.open(DIR) in Python), or check --catalog")
         meta_file.parent.mkdir(parents=True, exist_ok=True)
+        if config.uri.removeprefix("ducklake:").startswith("sqlite:") and not read_only:
+            _sqlite_wal(meta_file)
     if "://" not in config.data_path:
         Path(config.data_path).mkdir(parents=True, exist_ok=True)
     con = duckdb.connect()
@@ -133,3 +151,22 @@ def lock_down(con: duckdb.DuckDBPyConnection, config: CatalogConfig) -> None:
         con.execute(f"SET allowed_directories = ['{_sql_str(config.data_path)}']")
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
+
+
+@contextmanager
+def writer_lock(config: CatalogConfig) -> Iterator[None]:
+    """Held around every commit. Processes writing one SQLite-backed catalog take turns through
+    an exclusive lock on ``<catalog file>.lock`` (SQLite itself would answer "database is
+    locked" to a second writer's COMMIT); other catalogs need none here (a DuckDB file admits
+    one writer process; PostgreSQL arbitrates its own transactions)."""
+    rest = config.uri.removeprefix("ducklake:")
+    if not rest.startswith("sqlite:"):
+        yield
+        return
+    path = Path(rest.removeprefix("sqlite:") + ".lock")
+    with open(path, "a+b") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -13,30 +13,27 @@ from __future__ import annotations
 import getpass
 import json
 import os
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import duckdb
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from catalog.conform import conform, iter_tables
-from catalog.engine import ALIAS, METADATA_SCHEMA, attach
+from catalog.data_files import FILE_PREFIX, data_file_path, filesystem, write_data_file
+from catalog.engine import ALIAS, METADATA_SCHEMA, attach, local_catalog_file, writer_lock
 from catalog.sql_guard import check_read_only, qualified_tables
 from catalog.types import ddl_for
 from schemas.config import CatalogConfig
 from schemas.errors import CatalogError, MastersError, SchemaMismatchError, UnknownVersionError
 from schemas.tables import ALL_TABLES, TableSpec, table_spec
 
-FILE_PREFIX = "masters-"
 
 
 @dataclass
@@ -69,7 +66,7 @@ class Catalog:
         self._con = con
         self.read_only = read_only
         self._in_commit = False
-        self._fs, self._data_root = _filesystem(config.data_path)
+        self._fs, self._data_root = filesystem(config.data_path)
 
     # --- opening -------------------------------------------------------------------------------
 
@@ -88,6 +85,13 @@ class Catalog:
         cat = cls(config, attach(config, read_only=True, create=False), read_only=True)
         cat._check_tables()
         return cat
+
+    @property
+    def single_writer(self) -> bool:
+        """True for a DuckDB-file catalog: its one writing process is this one, so no other
+        writer's files can be in flight (``delete_orphaned_files(older_than=None)`` is safe)."""
+        rest = self.config.uri.removeprefix("ducklake:")
+        return not self.read_only and local_catalog_file(self.config.uri) is not None and not rest.startswith("sqlite:")
 
     def close(self) -> None:
         if self._con is not None:
@@ -319,6 +323,8 @@ class Catalog:
         meta = {k: v for k, v in meta.items() if v is not None}
         builder = CommitBuilder(self)
         self._in_commit = True
+        lock = writer_lock(self.config)  # serialises writers of a shared SQLite catalog
+        lock.__enter__()
         self._con.execute("BEGIN")
         commit_sent = False
         try:
@@ -342,6 +348,7 @@ class Catalog:
             raise
         finally:
             self._in_commit = False
+            lock.__exit__(None, None, None)
 
     def append(self, name: str, data: Any, message: str, **metadata: Any) -> CommitResult:
         """Append to one table in a commit of its own."""
@@ -355,7 +362,7 @@ class Catalog:
 
     def data_file_path(self, name: str) -> str:
         """A new, unique data file path for table ``name`` under the catalog's data path."""
-        return f"{self._data_root}main/{name}/{FILE_PREFIX}{uuid.uuid4().hex}.parquet"
+        return data_file_path(self._data_root, name)
 
     def delete_orphaned_files(self, older_than: timedelta | None = timedelta(hours=1)) -> int:
         """Delete data files that no version references (left by a crash mid-commit) and that
@@ -413,14 +420,50 @@ class CommitBuilder:
             self._write_and_register(spec.name, kept)
         return kept.num_rows, table.num_rows - kept.num_rows
 
+    def add_file(self, name: str, path: str) -> tuple[int, int]:
+        """Register a Parquet file written by another process under the catalog's data path
+        (``catalog.data_files.write_data_file``, e.g. by a shard worker). Its schema must be the
+        table's and its ids are checked as an append's are: a file whose ids are all new is
+        registered as it is; otherwise its new rows are written to a file of their own and the
+        original is deleted. Returns (added, skipped). On rollback the file is deleted."""
+        spec = table_spec(name)
+        fs_path = _fs_path(path)
+        if not path.startswith(self._cat._data_root):
+            raise CatalogError(f"{path} is not under the catalog's data path {self._cat._data_root}; "
+                               "shard workers must write with the catalog's data path")
+        self._files.append(fs_path)  # from here on it belongs to this commit: discarded on rollback
+        try:
+            schema = pq.read_schema(fs_path, filesystem=self._cat._fs)
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise CatalogError(f"cannot read the data file {path} for table '{name}': {exc}") from None
+        if not schema.remove_metadata().equals(spec.schema):
+            raise SchemaMismatchError(name, None, f"the data file {path} does not have the table's schema")
+        ids = pq.read_table(fs_path, columns=[spec.id_column], filesystem=self._cat._fs).column(0).combine_chunks()
+        self.result.added.setdefault(name, 0)
+        self.result.skipped.setdefault(name, 0)
+        first = pl.from_arrow(ids).is_first_distinct().to_arrow()
+        present = self._cat.existing_ids(spec.name, pc.filter(ids, first)) if len(ids) else pa.array([], pa.string())
+        keep = pc.and_(first, pc.invert(pc.is_in(ids, value_set=present))) if len(present) else first
+        kept = int(pc.sum(keep).as_py() or 0)
+        if kept == len(ids):
+            self._register(name, path)
+        else:
+            if kept:
+                table = pq.read_table(fs_path, filesystem=self._cat._fs).filter(keep)
+                self._write_and_register(name, table)
+            self._files.remove(fs_path)
+            self._cat._fs.delete_file(fs_path)
+        self.result.added[name] += kept
+        self.result.skipped[name] += len(ids) - kept
+        return kept, len(ids) - kept
+
     def _write_and_register(self, name: str, table: pa.Table) -> None:
         path = self._cat.data_file_path(name)
-        fs_path = path.split("://", 1)[1] if "://" in path else path
-        self._files.append(fs_path)
-        if "://" not in path:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, fs_path, filesystem=self._cat._fs,
-                       row_group_size=self._cat.config.row_group_size)
+        self._files.append(_fs_path(path))
+        write_data_file(self._cat._fs, path, table, self._cat.config.row_group_size)
+        self._register(name, path)
+
+    def _register(self, name: str, path: str) -> None:
         try:
             self._cat._con.execute(f"CALL ducklake_add_data_files('{ALIAS}', ?, ?)", [name, path])
         except duckdb.Error as exc:
@@ -441,12 +484,8 @@ def _as_config(config: CatalogConfig | str | os.PathLike) -> CatalogConfig:
     return CatalogConfig.for_directory(str(config))
 
 
-def _filesystem(data_path: str) -> tuple[pafs.FileSystem, str]:
-    root = data_path if data_path.endswith("/") else data_path + "/"
-    if "://" in data_path:
-        fs, _ = pafs.FileSystem.from_uri(data_path)
-        return fs, root
-    return pafs.LocalFileSystem(), root
+def _fs_path(path: str) -> str:
+    return path.split("://", 1)[1] if "://" in path else path
 
 
 def _ranges(values: list[int]) -> str:

@@ -52,10 +52,14 @@ class TransformersBackend:
     name = "transformers"
 
     def __init__(self, path: str, mask_ratio: float = 0.0, mask_spec: MaskSpec | None = None,
-                 device: str | None = None, trust_remote_code: bool = True):
-        self.model, self.processor = load_vlm(path, trust_remote_code, device)
+                 device: str | None = None, trust_remote_code: bool = True, loaded=None, plan=None):
+        """``loaded``: the (model, processor) of ``path`` already in memory (a caller keeping models
+        across stages); ``plan``: its mask plan for ``mask_ratio``, when already computed."""
+        self.model, self.processor = loaded or load_vlm(path, trust_remote_code, device)
         self.mask_ratio, self.mask_spec = mask_ratio, mask_spec
-        self.plan = plan_masks(self.model, [mask_ratio], mask_spec) if mask_ratio > 0 else None
+        if plan is None and mask_ratio > 0:
+            plan = plan_masks(self.model, [mask_ratio], mask_spec)
+        self.plan = plan
 
     def sample(self, prompts, images, n, sampling, seeds):
         out = []

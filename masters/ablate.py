@@ -21,9 +21,9 @@ from pathlib import Path
 
 from catalog import Catalog
 from catalog.snapshots import create_snapshot
-from masters.gendata_iteration import IterationSpec, produce_iteration
-from masters.loop import (build_judge, ensure_questions, evaluate_checkpoint, resolve_model, reward_config, run,
-                          run_dir)
+from masters.loop import ensure_questions, evaluate_checkpoints, run, run_dir
+from masters.plan import RunPlan, resolve_model
+from masters.production import Launcher, make_launcher, produce_iteration
 from masters.run_config import RunConfig, TeacherStage
 from schemas.errors import ConfigError
 from trainer.checkpoints import META_NAME
@@ -47,49 +47,56 @@ def _sft(student: Path, snapshot: Path, out: Path, steps: int, cfg: RunConfig, s
     return out
 
 
-def _teacher_only(catalog: Catalog, cfg: RunConfig, i: int, teacher: Path, ratio: float, student: Path,
-                  progress: bool) -> Path:
+def _teacher_only(catalog: Catalog, plan: RunPlan, launcher: Launcher, i: int, student: Path, progress: bool,
+                  teacher: Path | None = None, ratio: float | None = None) -> Path:
     """One iteration of teacher-only Gen-Data (as many responses per question as the loop's
-    teacher + student), snapshotted: the SFT arms' training data."""
-    judge = build_judge(cfg.judge)
-    reward = reward_config(cfg, judge)
-    spec = IterationSpec(run_id=cfg.run_id, iteration=i, teacher=str(teacher), student=str(student),
-                         mask_ratio=ratio, teacher_responses=cfg.teacher_responses + cfg.student_responses,
-                         student_responses=0, seed=cfg.seed + 1000 * i, backend=cfg.backend,
-                         sampling=cfg.sampling, scoring=cfg.scoring)
-    produce_iteration(catalog, spec, judge, reward, progress=progress)
-    return create_snapshot(catalog, f"{cfg.run_id}-iter{i}", reward.id, iteration=i, run_id=cfg.run_id,
+    teacher + student; scored against the current ``student``), snapshotted: the SFT arms' data."""
+    scope = plan.scope(i, student=student, teacher=teacher, mask_ratio=ratio, teacher_only=True)
+    produce_iteration(catalog, scope, launcher, progress=progress)
+    return create_snapshot(catalog, plan.iterations[i].snapshot, plan.reward.id, iteration=i, run_id=plan.run_id,
                            progress=False).path
 
 
-def arm_accuracy(catalog: Catalog, base: RunConfig, arm: str, seed: int, steps: int, progress: bool = True) -> float:
-    """Held-out accuracy of one arm at one seed (training ``steps`` optimizer steps per iteration)."""
-    # the run id names everything that changes the arm's result, so a different budget never reuses it
-    run_id = f"{base.run_id}-{arm}-i{base.iterations}-k{steps}-s{seed}"
-    cfg = base.model_copy(update={"run_id": run_id, "seed": seed,
+def arm_config(base: RunConfig, arm: str, seed: int, steps: int) -> RunConfig:
+    """One arm at one seed; the run id names everything that changes the arm's result, so a
+    different budget never reuses it."""
+    cfg = base.model_copy(update={"run_id": f"{base.run_id}-{arm}-i{base.iterations}-k{steps}-s{seed}", "seed": seed,
                                   "train": base.train.model_copy(update={"max_steps": steps})})
-    judge = build_judge(cfg.judge)
-    student = resolve_model(cfg.student, progress)
-    largest = cfg.teachers[-1].model
-    if arm == "base":
-        return evaluate_checkpoint(catalog, student, cfg, judge, iteration=-1, progress=progress)["accuracy"]
-    if arm in ("masters", "masters-one-teacher"):
-        if arm == "masters-one-teacher":
-            cfg = cfg.model_copy(update={"teachers": [TeacherStage(model=largest, start=0)]})
-        return run(cfg, catalog, progress=progress).iterations[-1].accuracy
-    out = run_dir(cfg, catalog) / "students"
-    if arm == "naive":
-        snap = _teacher_only(catalog, cfg, 0, resolve_model(largest, progress), 0.0, student, progress)
-        final = _sft(student, snap, out / "naive", steps * cfg.iterations, cfg, seed)
-    elif arm == "progressive":
-        for i in range(cfg.iterations):
-            teacher = resolve_model(cfg.teacher_for(i), progress)
-            snap = _teacher_only(catalog, cfg, i, teacher, cfg.schedule.ratio(i), student, progress)
-            student = _sft(student, snap, out / f"iter{i + 1}", steps, cfg, seed + i)
-        final = student
-    else:
+    if arm == "masters-one-teacher":
+        cfg = cfg.model_copy(update={"teachers": [TeacherStage(model=base.teachers[-1].model, start=0)]})
+    return cfg
+
+
+def arm_accuracy(catalog: Catalog, base: RunConfig, arm: str, seed: int, steps: int, progress: bool = True,
+                 launcher: Launcher | None = None) -> float:
+    """Held-out accuracy of one arm at one seed (training ``steps`` optimizer steps per iteration)."""
+    if arm not in ARMS:
         raise ValueError(f"unknown arm {arm!r}; arms: {', '.join(ARMS)}")
-    return evaluate_checkpoint(catalog, final, cfg, judge, iteration=cfg.iterations - 1, progress=progress)["accuracy"]
+    cfg = arm_config(base, arm, seed, steps)
+    own = launcher is None
+    launcher = launcher or make_launcher(cfg.production, catalog.config, progress)
+    try:
+        if arm in ("masters", "masters-one-teacher"):
+            return run(cfg, catalog, progress=progress, launcher=launcher).iterations[-1].accuracy
+        plan = RunPlan.build(cfg, catalog.config, progress)
+        student = plan.start_student
+        if arm == "base":
+            final, iteration = student, -1
+        elif arm == "naive":
+            largest = resolve_model(cfg.teachers[-1].model, progress)
+            snap = _teacher_only(catalog, plan, launcher, 0, student, progress, teacher=largest, ratio=0.0)
+            final, iteration = _sft(student, snap, run_dir(cfg, catalog.config) / "students" / "naive",
+                                    steps * cfg.iterations, cfg, seed), cfg.iterations - 1
+        else:  # progressive
+            for p in plan.iterations:
+                snap = _teacher_only(catalog, plan, launcher, p.index, student, progress)
+                student = _sft(student, snap, p.trained, steps, cfg, p.train_seed)
+            final, iteration = student, cfg.iterations - 1
+        (acc,) = evaluate_checkpoints(catalog, plan, launcher, [final], iteration=iteration)
+        return acc["accuracy"]
+    finally:
+        if own:
+            launcher.close()
 
 
 def ablate(catalog: Catalog, base: RunConfig, seeds: list[int], steps: int, arms: tuple[str, ...] = ARMS,
@@ -114,7 +121,7 @@ def ablate(catalog: Catalog, base: RunConfig, seeds: list[int], steps: int, arms
             f"({budget} training rows seen per trained arm), seeds {seeds}, {base.questions.train} train questions, "
             f"held-out split {base.eval.split!r}")
     out = {"note": note, "arms": results, "seeds": seeds, "steps_per_iteration": steps, "base_run_id": base.run_id}
-    path = run_dir(base, catalog).parent / f"{base.run_id}-ablation.json"
+    path = run_dir(base, catalog.config).parent / f"{base.run_id}-ablation.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2))
     out["path"] = str(path)

@@ -408,7 +408,7 @@ def _run_and_report(cfg, html: Optional[str], png: Optional[str]) -> None:
 
     with Catalog.open(State.config()) as cat:
         result = run(cfg, cat, progress=True, report=lambda s: typer.echo(s.line()))
-        out = Path(html) if html else run_dir(cfg, cat) / "report.html"
+        out = Path(html) if html else run_dir(cfg, cat.config) / "report.html"
         page = build_report(cat, cfg.run_id, out)
         names = {r["model_id"]: r["name"] for r in cat.sql("SELECT model_id, name FROM models").to_pylist()}
         teachers = cat.sql("SELECT model_id, accuracy FROM evaluations WHERE run_id = $r AND iteration IS NULL",
@@ -480,13 +480,15 @@ def eval_cmd(
     """Held-out accuracy of a checkpoint, overall and per question type, judged like the loop."""
     from catalog import Catalog
     from masters.evaluate import evaluate
-    from masters.loop import question_set, resolve_model
+    from gendata.questions import QuestionSet
+    from masters.plan import resolve_model
+    from masters.stages.queries import split_questions
 
     try:
         folder = resolve_model(checkpoint)
         judge = _make_judge(judge_name, judge_config)
         with Catalog.open_read_only(State.config()) as cat:
-            qs = question_set(cat, split, limit)
+            qs = QuestionSet(*split_questions(cat, split, limit))
         if qs.questions.num_rows == 0:
             raise MastersError(f"the catalog has no {split!r} questions")
         res = evaluate(folder, qs, max_new_tokens=max_new_tokens, progress=True, judge=judge)
@@ -550,7 +552,7 @@ def ablate(
                                   on_result=lambda a, sd, acc: typer.echo(f"{a} seed {sd}: accuracy {acc:.3f}"))
             page = None
             if "masters" in arm_list:
-                out = Path(report) if report else run_dir(base, cat).parent / f"{base.run_id}-report.html"
+                out = Path(report) if report else run_dir(base, cat.config).parent / f"{base.run_id}-report.html"
                 page = build_report(cat, f"{base.run_id}-masters-i{base.iterations}-k{steps}-s{seed_list[0]}", out,
                                     ablation=result,
                                     title=f"masters-distill ablations ({base.run_id})")

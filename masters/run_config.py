@@ -61,6 +61,27 @@ class TrainConfig(GRPOSettings):
     num_processes: int | None = Field(None, gt=0, description="processes (GPUs) for launcher: accelerate")
 
 
+class ShardResources(StrictModel):
+    """What one shard reserves on the Ray cluster (Ray's own resource names)."""
+
+    num_cpus: float = Field(1.0, gt=0, description="CPUs per shard")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs per shard (a fraction shares one GPU)")
+
+
+class ProductionConfig(StrictModel):
+    """How Gen-Data stages run: in this process, or as N shards on Ray."""
+
+    launcher: Literal["inline", "ray"] = Field("inline", description="inline: this process; ray: each stage fanned "
+                                               "out as `shards` Ray actors, registered by this process")
+    shards: int = Field(1, ge=1, description="Ray actors (shards) per stage")
+    ray_address: str | None = Field(None, description="null: start a local Ray instance; auto: join the cluster "
+                                    "this node belongs to; or a cluster address (ray://host:10001, host:6379)")
+    resources_per_shard: ShardResources = Field(default_factory=ShardResources,
+                                                description="resources each shard reserves")
+    threads_per_shard: int | None = Field(None, gt=0, description="torch threads per shard (default: its num_cpus; "
+                                          "inline: torch's default)")
+
+
 class EvalConfig(StrictModel):
     split: str = Field("test", description="question split evaluated after each iteration")
     max_new_tokens: int = Field(8, gt=0, description="answer length limit (greedy)")
@@ -88,6 +109,8 @@ class RunConfig(StrictModel):
     scoring: ScoringConfig = Field(default_factory=ScoringConfig, description="teacher-forced scoring")
     judge: JudgeConfig = Field(default_factory=JudgeConfig, description="the judge giving R_acc")
     reward: RewardWeights = Field(default_factory=RewardWeights, description="reward weights and divergence")
+    production: ProductionConfig = Field(default_factory=ProductionConfig, description="how Gen-Data stages run "
+                                         "(inline or as shards on Ray)")
     train: TrainConfig = Field(default_factory=TrainConfig, description="trainer settings per iteration")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="evaluation after each iteration")
 

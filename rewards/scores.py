@@ -45,12 +45,19 @@ def reward_sql(config: RewardConfig, responses: str, verdicts: str, token_stats:
     - Verdicts: the config's judge, final states only (ok / unparseable; errors are retried).
     - Only complete groups are rewarded: every member has a final verdict and summaries, so a
       group's normalisation never changes after its rows are written. Members whose verdict is
-      unparseable get no reward row (never a 0)."""
+      unparseable get no reward row (never a 0).
+
+    It is :func:`reward_inputs_sql` (per-response inputs of complete groups) followed by
+    :func:`reward_rows_sql` (the group normalisation), which a caller may also run apart."""
+    return reward_rows_sql(config, f"({reward_inputs_sql(config, responses, verdicts, token_stats, iterations)})")
+
+
+def reward_inputs_sql(config: RewardConfig, responses: str, verdicts: str, token_stats: str,
+                      iterations: str | None = None) -> str:
+    """Per response of a complete group: response_id, group_id, question_id, verdict_id, state,
+    r_acc, stats_id and D (the aggregated divergence). See :func:`reward_sql`."""
     scale = SCALES[config.divergence]
     agg = "list_avg" if config.aggregation == "mean" else "list_sum"
-    cid = config.id
-    key_prefix = '{"kind":"reward","response_id":"'
-    key_suffix = f'","reward_config_id":"{cid}"' + "}"
     judge = config.judge_id.replace("'", "''")
     pair = "" if iterations is None else (
         f" JOIN {responses} pr USING (response_id) JOIN {iterations} it ON it.iteration_id = pr.iteration_id "
@@ -64,14 +71,23 @@ def reward_sql(config: RewardConfig, responses: str, verdicts: str, token_stats:
                    FROM {token_stats} ts{pair}),
              d AS (SELECT response_id, min(stats_id) AS stats_id, arg_min(D, stats_id) AS D
                    FROM s GROUP BY response_id),
-             x AS (SELECT r.response_id, r.group_id, v.verdict_id, v.state, v.r_acc, d.stats_id, d.D
-                   FROM {responses} r LEFT JOIN v USING (response_id) LEFT JOIN d USING (response_id)),
-             c AS (SELECT * FROM x
-                   QUALIFY bool_and(state IS NOT NULL AND D IS NOT NULL) OVER (PARTITION BY group_id)),
-             y AS (SELECT *, CASE WHEN max(D) OVER g > min(D) OVER g
+             x AS (SELECT r.response_id, r.group_id, r.question_id, v.verdict_id, v.state, v.r_acc, d.stats_id, d.D
+                   FROM {responses} r LEFT JOIN v USING (response_id) LEFT JOIN d USING (response_id))
+        SELECT * FROM x
+        QUALIFY bool_and(state IS NOT NULL AND D IS NOT NULL) OVER (PARTITION BY group_id)"""
+
+
+def reward_rows_sql(config: RewardConfig, inputs: str) -> str:
+    """REWARDS rows from the per-response inputs of complete groups (:func:`reward_inputs_sql`):
+    R_distill by group min-max of D, R, and the group advantage."""
+    cid = config.id
+    key_prefix = '{"kind":"reward","response_id":"'
+    key_suffix = f'","reward_config_id":"{cid}"' + "}"
+    return f"""
+        WITH y AS (SELECT *, CASE WHEN max(D) OVER g > min(D) OVER g
                                   THEN (max(D) OVER g - D) / (max(D) OVER g - min(D) OVER g)
                                   ELSE 1.0 END AS r_distill
-                   FROM c WHERE state = 'ok' WINDOW g AS (PARTITION BY group_id)),
+                   FROM {inputs} AS c WHERE state = 'ok' WINDOW g AS (PARTITION BY group_id)),
              z AS (SELECT *, {config.w_acc!r} * r_acc + {config.w_distill!r} * r_distill AS reward FROM y)
         SELECT substr(sha256('{key_prefix}' || response_id || '{key_suffix}'), 1, 32) AS reward_id,
                response_id, '{cid}' AS reward_config_id, group_id, verdict_id,

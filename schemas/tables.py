@@ -36,6 +36,10 @@ class TableSpec:
     def columns(self) -> list[str]:
         return self.schema.names
 
+    def rows(self, rows: list[dict]) -> pa.Table:
+        """Row dicts as a table of this schema (a key left out is null)."""
+        return pa.Table.from_pylist(rows, schema=self.schema)
+
 
 SAMPLING_TYPE = pa.struct([
     col("temperature", pa.float64(), "softmax temperature"),

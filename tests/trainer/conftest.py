@@ -11,7 +11,8 @@ def grpo_snapshot(tmp_path_factory, tiny_pair):
     from catalog.snapshots import create_snapshot
     from gendata.backends import SamplingConfig
     from gendata.synthetic_vqa import synthetic_vqa
-    from masters.gendata_iteration import IterationSpec, produce_iteration
+    from masters.production import produce_iteration
+    from masters.stages import IterationScope, IterationSpec
     from masters.questions import ingest_questions
     from rewards.judges import make_judge
     from schemas.config import RewardConfig
@@ -30,7 +31,7 @@ def grpo_snapshot(tmp_path_factory, tiny_pair):
         spec = IterationSpec(run_id="grpo-test", iteration=0, teacher=str(teacher), student=str(student),
                              mask_ratio=0.2, teacher_responses=3, student_responses=3,
                              sampling=SamplingConfig(max_new_tokens=10))
-        produce_iteration(cat, spec, judge, reward, progress=False)
+        produce_iteration(cat, IterationScope.build(spec, judge, reward), progress=False)
         snap = create_snapshot(cat, "iter0", reward.id, progress=False)
         cat.close()
         made[family] = (student, teacher, snap.path)

@@ -1,0 +1,58 @@
+"""Stage ``judge``: a verdict of the scope's judge for every response that has no final one
+(ok / unparseable) yet; error verdicts are retried as new attempts. A unit is a response, keyed
+by its question (so the shard that generated a group judges it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from catalog import Catalog
+from masters.stages import queries
+from masters.stages.base import Stage, Unit
+from masters.stages.scope import JudgeScope
+from rewards.judges import Judge, JudgeItem, make_judge, verdict_rows
+from schemas.errors import ConfigError
+from schemas.tables import QUESTIONS, RESPONSES, VERDICTS
+
+
+def build_judge(cfg) -> Judge:
+    """A judge from a run config's ``judge`` section (kind + params)."""
+    try:
+        if cfg.kind == "llm":
+            from rewards.llm_judge import LLMJudgeConfig
+
+            return make_judge("llm", config=LLMJudgeConfig.parse(cfg.params, where="judge.params"))
+        return make_judge(cfg.kind, **cfg.params)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"judge: cannot build {cfg.kind!r} ({exc})") from None
+
+
+def as_judge(judge: Any) -> Judge:
+    """A Judge as it is, or one built from a JudgeConfig (where the stage runs)."""
+    return judge if hasattr(judge, "judge_id") else build_judge(judge)
+
+
+def todo(catalog: Catalog, scope: JudgeScope) -> list[Unit]:
+    judge = as_judge(scope.judge)
+    return [Unit(r["response_id"], r["question_id"], r)
+            for r in queries.unjudged(catalog, judge.judge_id, scope.iteration, scope.run_id)]
+
+
+class Judging:
+    def __init__(self, scope: JudgeScope, models=None):
+        self.judge = as_judge(scope.judge)
+
+    def produce(self, units) -> dict:
+        rows = [u.data for u in units]
+        items = [JudgeItem(r["response_id"], r["question"], r["answer"], r["answer_type"], r["text"],
+                           tuple(r["choices"] or ())) for r in rows]
+        attempts = {r["response_id"]: r["attempt"] for r in rows if r["attempt"]}
+        return {VERDICTS.name: verdict_rows(self.judge, items, self.judge.judge(items), attempts)}
+
+    def close(self) -> None:
+        pass
+
+
+JUDGE = Stage(name="judge", reads=(RESPONSES.name, QUESTIONS.name, VERDICTS.name), writes=(VERDICTS.name,),
+              todo=todo, open=Judging, batch=lambda scope: scope.batch_size, fault="judge",
+              count_by=(VERDICTS.name, "state"))

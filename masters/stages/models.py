@@ -1,0 +1,51 @@
+"""Models kept loaded across the stages of one process (an inline run, or one shard worker): the
+iteration's teacher and student are each loaded once and serve generation, scoring and
+evaluation. Bounded (least recently used first out), so a new iteration's student replaces the
+old one instead of piling up."""
+
+from __future__ import annotations
+
+import gc
+from collections import OrderedDict
+from pathlib import Path
+
+
+class ModelCache:
+    def __init__(self, capacity: int = 2):
+        self.capacity = capacity
+        self._models: OrderedDict[str, tuple] = OrderedDict()
+        self._plans: dict[tuple, object] = {}
+        self.loads = 0  # models loaded from disk (the production benchmark counts them)
+
+    def get(self, path: str | Path):
+        """(model, processor) of a checkpoint folder, loaded on first use."""
+        from gendata.hf_generate import load_vlm
+
+        key = str(Path(path).absolute())
+        if key in self._models:
+            self._models.move_to_end(key)
+            return self._models[key]
+        while len(self._models) >= self.capacity:
+            old, _ = self._models.popitem(last=False)
+            self._plans = {k: v for k, v in self._plans.items() if k[0] != old}
+            gc.collect()
+        self._models[key] = load_vlm(key)
+        self.loads += 1
+        return self._models[key]
+
+    def mask_plan(self, path: str | Path, ratio: float, mask_spec=None):
+        """The mask thresholds of a cached model at ``ratio`` (None when unmasked), computed once."""
+        from gendata.masking import plan_masks
+
+        if ratio <= 0:
+            return None
+        model, _ = self.get(path)
+        key = (str(Path(path).absolute()), float(ratio), repr(mask_spec))
+        if key not in self._plans:
+            self._plans[key] = plan_masks(model, [ratio], mask_spec)
+        return self._plans[key]
+
+    def clear(self) -> None:
+        self._models.clear()
+        self._plans.clear()
+        gc.collect()

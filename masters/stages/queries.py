@@ -1,0 +1,132 @@
+"""The catalog questions the stages ask, as named functions over the ``schemas.tables`` names
+(no SQL strings scattered in the conductor). Each returns Arrow or plain Python values."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from catalog import Catalog
+from schemas.tables import (EVALUATIONS, IMAGES, ITERATIONS, MODELS, QUESTIONS, RESPONSES, REWARD_CONFIGS,
+                            REWARDS, TOKEN_STATS, VERDICTS)
+
+
+def _sql_str(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def scope_filter(iteration: int | None, run_id: str | None, alias: str = "it") -> str:
+    """SQL restricting an ``iterations`` alias to one iteration (of one run when given)."""
+    out = "" if iteration is None else f" AND {alias}.iteration = {int(iteration)}"
+    if run_id is not None:
+        out += f" AND {alias}.run_id = {_sql_str(run_id)}"
+    return out
+
+
+def questions_with_images(catalog: Catalog, split: str) -> pa.Table:
+    """question_id, question, image bytes of a split, by question id."""
+    return catalog.sql(f"SELECT q.question_id, q.question, im.bytes FROM {QUESTIONS.name} q "
+                       f"JOIN {IMAGES.name} im USING (image_id) WHERE q.split = $s ORDER BY q.question_id",
+                       params={"s": split})
+
+
+def question_count(catalog: Catalog, split: str) -> int:
+    return catalog.sql(f"SELECT count(*) FROM {QUESTIONS.name} WHERE split = $s",
+                       params={"s": split}).column(0)[0].as_py()
+
+
+def split_questions(catalog: Catalog, split: str, limit: int | None = None) -> tuple[pa.Table, pa.Table]:
+    """(questions, their images) of a split, by question id, at most ``limit`` questions."""
+    qs = catalog.sql(f"SELECT * FROM {QUESTIONS.name} WHERE split = $s ORDER BY question_id"
+                     + (f" LIMIT {int(limit)}" if limit else ""), params={"s": split})
+    images = catalog.sql(f"SELECT * FROM {IMAGES.name} WHERE image_id IN (SELECT image_id FROM {QUESTIONS.name} "
+                         "WHERE split = $s)", params={"s": split})
+    return qs, images
+
+
+def iteration_config_hash(catalog: Catalog, iteration_id: str) -> str | None:
+    found = catalog.sql(f"SELECT config_hash FROM {ITERATIONS.name} WHERE iteration_id = $it",
+                        params={"it": iteration_id}).column(0).to_pylist()
+    return found[0] if found else None
+
+
+def present_ids(catalog: Catalog, table: str, id_column: str, ids: list[str]) -> set[str]:
+    if not ids:
+        return set()
+    return set(catalog.sql(f"SELECT {id_column} FROM {table} WHERE {id_column} IN (SELECT unnest($ids))",
+                           params={"ids": ids}).column(0).to_pylist())
+
+
+def model_ids_present(catalog: Catalog, model_ids: list[str]) -> set[str]:
+    return present_ids(catalog, MODELS.name, "model_id", model_ids)
+
+
+def reward_config_present(catalog: Catalog, reward_config_id: str) -> bool:
+    return bool(present_ids(catalog, REWARD_CONFIGS.name, "reward_config_id", [reward_config_id]))
+
+
+def response_ids(catalog: Catalog, iteration_id: str, source: str) -> set[str]:
+    return set(catalog.sql(f"SELECT response_id FROM {RESPONSES.name} WHERE iteration_id = $it AND source = $s",
+                           params={"it": iteration_id, "s": source}).column(0).to_pylist())
+
+
+def iteration_responses(catalog: Catalog, iteration_id: str) -> pa.Table:
+    """response_id, question_id, prompt, token_ids of an iteration's responses, by question,
+    source and sample index."""
+    return catalog.sql(f"SELECT response_id, question_id, prompt, token_ids FROM {RESPONSES.name} "
+                       "WHERE iteration_id = $it ORDER BY question_id, source, sample_index",
+                       params={"it": iteration_id})
+
+
+def scored_ids(catalog: Catalog, iteration_id: str) -> set[str]:
+    """stats ids of the iteration's responses already scored (by any pair)."""
+    return set(catalog.sql(f"SELECT ts.stats_id FROM {TOKEN_STATS.name} ts JOIN {RESPONSES.name} r "
+                           "USING (response_id) WHERE r.iteration_id = $it",
+                           params={"it": iteration_id}).column(0).to_pylist())
+
+
+def unjudged(catalog: Catalog, judge_id: str, iteration: int | None, run_id: str | None) -> list[dict]:
+    """Responses (with their question) that have no final verdict (ok / unparseable) of the judge;
+    ``attempt`` counts their earlier error verdicts (retried as new attempts)."""
+    return catalog.sql(
+        f"SELECT r.response_id, r.question_id, q.question, q.answer, q.answer_type, q.choices, r.text, "
+        f"(SELECT count(*) FROM {VERDICTS.name} e WHERE e.response_id = r.response_id AND e.judge_id = $j "
+        " AND e.state = 'error') AS attempt "
+        f"FROM {RESPONSES.name} r JOIN {QUESTIONS.name} q USING (question_id) "
+        f"JOIN {ITERATIONS.name} it USING (iteration_id) "
+        f"WHERE r.response_id NOT IN (SELECT response_id FROM {VERDICTS.name} WHERE judge_id = $j "
+        "AND state IN ('ok', 'unparseable'))"
+        + scope_filter(iteration, run_id) + " ORDER BY r.response_id", params={"j": judge_id}).to_pylist()
+
+
+def responses_in_scope(catalog: Catalog, iteration: int | None, run_id: str | None) -> int:
+    return catalog.sql(f"SELECT count(*) FROM {RESPONSES.name} r JOIN {ITERATIONS.name} it USING (iteration_id) "
+                       "WHERE true" + scope_filter(iteration, run_id)).column(0)[0].as_py()
+
+
+def scoped_responses_sql(catalog: Catalog, iteration: int | None, run_id: str | None,
+                         version: int | None = None) -> str:
+    """A SQL table reference: the responses of an iteration / run (all when both are None)."""
+    responses = f"(SELECT * FROM {catalog.table_ref(RESPONSES.name, version)})"
+    if iteration is None and run_id is None:
+        return responses
+    return (f"(SELECT r.* FROM {responses} AS r JOIN (SELECT * FROM {catalog.table_ref(ITERATIONS.name, version)}) "
+            f"AS it USING (iteration_id) WHERE true{scope_filter(iteration, run_id)})")
+
+
+def reward_means(catalog: Catalog, iteration_id: str, reward_config_id: str) -> dict[str, float]:
+    """Mean reward per source of an iteration under a reward config."""
+    rows = catalog.sql(f"SELECT r.source, avg(w.reward) AS m FROM {REWARDS.name} w JOIN {RESPONSES.name} r "
+                       "USING (response_id) WHERE r.iteration_id = $it AND w.reward_config_id = $rc GROUP BY r.source",
+                       params={"it": iteration_id, "rc": reward_config_id}).to_pylist()
+    return {m["source"]: m["m"] for m in rows}
+
+
+def evaluations_of(catalog: Catalog, model_id: str, split: str, judge_id: str, questions_hash: str) -> list[dict]:
+    """Earlier measurements of a checkpoint on the same questions, judge and decoding, oldest first."""
+    return catalog.sql(f"SELECT evaluation_id, accuracy, per_type, n FROM {EVALUATIONS.name} WHERE model_id = $m "
+                       "AND split = $s AND judge_id = $j AND questions_hash = $q ORDER BY created_at",
+                       params={"m": model_id, "s": split, "j": judge_id, "q": questions_hash}).to_pylist()
+
+
+def evaluation_ids_present(catalog: Catalog, evaluation_ids: list[str]) -> set[str]:
+    return present_ids(catalog, EVALUATIONS.name, "evaluation_id", evaluation_ids)

@@ -1,0 +1,111 @@
+"""What a stage works on: an iteration of a run (generation, scoring, registration), a judge over
+some responses, a reward config over some groups, or checkpoints to evaluate. Scopes are frozen
+and picklable: they travel to shard workers as they are."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from gendata.backends import SamplingConfig
+from gendata.masking import MaskSpec
+from gendata.questions import QuestionSet
+from gendata.scoring import ScoringConfig
+from schemas import ids
+from schemas.config import RewardConfig, StrictModel
+
+
+class IterationSpec(StrictModel):
+    """What one iteration generates and how."""
+
+    run_id: str = Field(description="the run the iteration belongs to")
+    iteration: int = Field(ge=0, description="0-based iteration index")
+    teacher: str = Field(description="teacher checkpoint folder (unmasked)")
+    student: str = Field(description="student checkpoint folder (the one generating and being trained)")
+    mask_ratio: float = Field(ge=0, lt=1, description="the teacher's mask ratio r_i")
+    teacher_responses: int = Field(4, ge=0, description="responses per question from the masked teacher")
+    student_responses: int = Field(4, ge=0, description="responses per question from the student")
+    seed: int = Field(0, description="sampling seed (each question derives its own)")
+    split: str = Field("train", description="which questions of the catalog to generate for")
+    backend: str = Field("transformers", description="generation backend (transformers / vllm)")
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="sampling parameters")
+    scoring: ScoringConfig = Field(default_factory=ScoringConfig, description="teacher-forced scoring")
+    questions_per_batch: int = Field(16, gt=0, description="questions per generation commit")
+    groups_per_batch: int = Field(8, gt=0, description="question groups per scoring commit")
+
+    def config_hash(self) -> str:
+        """What makes the iteration's rows (batch sizes do not)."""
+        return ids.content_id("iteration-config", spec=self.model_dump(
+            mode="json", exclude={"questions_per_batch", "groups_per_batch"}))
+
+
+@dataclass(frozen=True)
+class JudgeScope:
+    """A judge over the responses of one iteration of one run (or of the whole catalog)."""
+
+    judge: Any  # a rewards.judges.Judge, or a run config's JudgeConfig (built where it runs)
+    iteration: int | None = None
+    run_id: str | None = None
+    batch_size: int = 2048
+
+
+@dataclass(frozen=True)
+class RewardScope:
+    """A reward config over the groups of one iteration of one run (or of the whole catalog)."""
+
+    config: RewardConfig
+    iteration: int | None = None
+    run_id: str | None = None
+    groups_per_batch: int = 256
+
+
+@dataclass(frozen=True)
+class IterationScope:
+    """One iteration of a run: every stage from registration to rewards."""
+
+    spec: IterationSpec
+    judge: Any  # Judge or JudgeConfig
+    reward: RewardConfig
+    teacher_model_id: str
+    student_model_id: str
+    mask_spec: MaskSpec | None = None
+
+    @classmethod
+    def build(cls, spec: IterationSpec, judge: Any, reward: RewardConfig,
+              mask_spec: MaskSpec | None = None) -> "IterationScope":
+        return cls(spec, judge, reward, ids.checkpoint_id(Path(spec.teacher)), ids.checkpoint_id(Path(spec.student)),
+                   mask_spec)
+
+    @property
+    def run_id(self) -> str:
+        return self.spec.run_id
+
+    @property
+    def iteration(self) -> int:
+        return self.spec.iteration
+
+    @property
+    def iteration_id(self) -> str:
+        return ids.iteration_id(self.spec.run_id, self.spec.iteration)
+
+    def judging(self) -> JudgeScope:
+        return JudgeScope(self.judge, self.spec.iteration, self.spec.run_id)
+
+    def rewarding(self) -> RewardScope:
+        return RewardScope(self.reward, self.spec.iteration, self.spec.run_id)
+
+
+@dataclass(frozen=True)
+class EvalScope:
+    """Checkpoints to evaluate on a question set, recorded under a run and iteration."""
+
+    checkpoints: tuple[str, ...]
+    questions: QuestionSet
+    split: str
+    judge: Any  # Judge or JudgeConfig
+    max_new_tokens: int
+    run_id: str
+    iteration: int | None  # None: a reference (the teachers); -1: the starting student

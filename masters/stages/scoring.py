@@ -1,0 +1,60 @@
+"""Stage ``score``: the teacher-forced pass of the iteration's scoring pair (masked teacher,
+student) over every response, summarised per token into ``token_stats``. A unit is a question
+group with responses not scored yet by that pair; both models are loaded once for the stage
+(from the process's model cache: the same ones that generated)."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from catalog import Catalog
+from gendata.scoring import score_responses
+from masters.stages import queries
+from masters.stages.base import Stage, Unit
+from masters.stages.generation import questions
+from masters.stages.scope import IterationScope
+from schemas import ids
+from schemas import token_codec as codec
+from schemas.tables import IMAGES, RESPONSES, TOKEN_STATS
+
+
+def todo(catalog: Catalog, scope: IterationScope) -> list[Unit]:
+    spec, it = scope.spec, scope.iteration_id
+    have = queries.scored_ids(catalog, it)
+    groups: dict[str, list[dict]] = {}
+    for r in queries.iteration_responses(catalog, it).to_pylist():
+        sid = ids.token_stats_id(r["response_id"], scope.teacher_model_id, spec.mask_ratio,
+                                 scope.student_model_id, spec.scoring.top_k, codec.ENCODING)
+        if sid not in have:
+            groups.setdefault(r["question_id"], []).append(r)
+    if not groups:
+        return []
+    images = dict(zip(*(questions(catalog, spec.split).column(c).to_pylist() for c in ("question_id", "bytes"))))
+    return [Unit(ids.group_id(it, qid), qid, {"question_id": qid, "image": images[qid], "responses": rows},
+                 weight=len(rows)) for qid, rows in groups.items()]
+
+
+class Scorer:
+    def __init__(self, scope: IterationScope, models):
+        spec = scope.spec
+        self.scope = scope
+        self.teacher, self.processor = models.get(spec.teacher)
+        self.student, _ = models.get(spec.student)
+        self.plan = models.mask_plan(spec.teacher, spec.mask_ratio, scope.mask_spec)
+
+    def produce(self, units) -> dict:
+        s, spec = self.scope, self.scope.spec
+        responses = pa.Table.from_pylist([r for u in units for r in u.data["responses"]])
+        images = {u.data["question_id"]: u.data["image"] for u in units}
+        tables = list(score_responses(self.teacher, self.student, self.processor, responses, images,
+                                      teacher_model_id=s.teacher_model_id, teacher_mask_ratio=spec.mask_ratio,
+                                      student_model_id=s.student_model_id, plan=self.plan, config=spec.scoring,
+                                      groups_per_batch=len(units) + 1, mask_spec=s.mask_spec))
+        return {TOKEN_STATS.name: pa.concat_tables(tables) if tables else TOKEN_STATS.schema.empty_table()}
+
+    def close(self) -> None:
+        self.teacher = self.student = None
+
+
+SCORE = Stage(name="score", reads=(RESPONSES.name, IMAGES.name, TOKEN_STATS.name), writes=(TOKEN_STATS.name,),
+              todo=todo, open=Scorer, batch=lambda scope: scope.spec.groups_per_batch, fault="score")
