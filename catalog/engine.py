@@ -164,6 +164,7 @@ def writer_lock(config: CatalogConfig) -> Iterator[None]:
         yield
         return
     path = Path(rest.removeprefix("sqlite:") + ".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+b") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:

@@ -75,8 +75,9 @@ class Catalog:
         """Open for reading and writing (one process at a time for a DuckDB-file catalog);
         ``create=False`` refuses a catalog that does not exist yet."""
         config = _as_config(config)
-        cat = cls(config, attach(config, read_only=False, create=create), read_only=False)
-        cat._ensure_tables()
+        with writer_lock(config):  # several workers may create a shared catalog at once
+            cat = cls(config, attach(config, read_only=False, create=create), read_only=False)
+            cat._ensure_tables()
         return cat
 
     @classmethod

@@ -449,6 +449,59 @@ def run_cmd(
         _fail(exc)
 
 
+WORKER_STAGES = {"generate": ("iteration", "generate-teacher", "generate-student"),
+                 "all": ("iteration", "generate-teacher", "generate-student", "score", "judge", "rewards")}
+
+
+@app.command()
+def worker(
+    stage_name: str = typer.Argument(..., metavar="STAGE", help="generate (register + teacher + student), score, "
+                                     "judge, rewards, or all (every stage of the iteration, in order); or one stage: "
+                                     "iteration, generate-teacher, generate-student"),
+    run_config: str = typer.Option(..., "--run", help="the run config YAML (the same file every shard reads)"),
+    iteration: int = typer.Option(..., "--iteration", "-i", help="the iteration (0-based)"),
+    shard: str = typer.Option("0/1", "--shard", help="K/N: this process does shard K (0..N-1) of N"),
+) -> None:
+    """One shard of one iteration's Gen-Data, for schedulers other than Ray (a SLURM array task,
+    a Kubernetes job): ask the catalog what this shard still lacks, produce it, commit each batch.
+    Shards never overlap (a stable hash of each question) and a re-run does only what is missing.
+    Several workers at once need a catalog several processes may write (ducklake:sqlite:,
+    ducklake:postgres:); `masters run` with the same config then finds the stages done and goes on."""
+    from catalog import Catalog
+    from masters.loop import ensure_questions
+    from masters.plan import RunPlan
+    from masters.production import InlineLauncher
+    from masters.stages import Shard, stage, stage_scope
+
+    try:
+        names = WORKER_STAGES.get(stage_name, (stage_name,))
+        try:
+            stages = [stage(n) for n in names]
+        except KeyError:
+            raise MastersError(f"unknown stage {stage_name!r}: use generate, score, judge, rewards or all "
+                               "(or iteration, generate-teacher, generate-student)") from None
+        sh = Shard.parse(shard)
+        cfg = _load_run_config(run_config)
+        if not 0 <= iteration < cfg.iterations:
+            raise MastersError(f"--iteration {iteration}: run {cfg.run_id} has iterations 0..{cfg.iterations - 1}")
+        with Catalog.open(State.config()) as cat:
+            plan = RunPlan.build(cfg, cat.config, progress=False)
+            scope = plan.scope(iteration)
+            ensure_questions(cat, cfg)
+            cat.delete_orphaned_files()  # files older than an hour that no version references
+            launcher = InlineLauncher(sh, progress=sys.stderr.isatty(), threads=cfg.production.threads_per_shard)
+            try:
+                for s in stages:
+                    res = launcher.run(s, cat, stage_scope(s, scope))
+                    added = ", ".join(f"+{n} {t}" for t, n in res.added.items() if n) or "nothing new"
+                    typer.echo(f"{s.name} it{iteration} shard {sh}: {res.units} units, {added}, "
+                               f"{len(res.versions)} commits ({res.seconds:.1f} s)")
+            finally:
+                launcher.close()
+    except MastersError as exc:
+        _fail(exc)
+
+
 @app.command()
 def demo(
     iterations: Optional[int] = typer.Option(None, help="iterations (default 5)"),
