@@ -401,13 +401,13 @@ def validate(config: str = typer.Argument(..., help="run config YAML")) -> None:
                f"responses per question, judge {cfg.judge.kind}")
 
 
-def _run_and_report(cfg, html: Optional[str], png: Optional[str]) -> None:
+def _run_and_report(cfg, html: Optional[str], png: Optional[str], through: Optional[int] = None) -> None:
     from catalog import Catalog
     from masters.loop import run, run_dir
     from masters.report import build_report, render_png
 
     with Catalog.open(State.config()) as cat:
-        result = run(cfg, cat, progress=True, report=lambda s: typer.echo(s.line()))
+        result = run(cfg, cat, progress=True, report=lambda s: typer.echo(s.line()), through=through)
         out = Path(html) if html else run_dir(cfg, cat.config) / "report.html"
         page = build_report(cat, cfg.run_id, out)
         names = {r["model_id"]: r["name"] for r in cat.sql("SELECT model_id, name FROM models").to_pylist()}
@@ -441,10 +441,12 @@ def run_cmd(
     config: str = typer.Argument(..., help="run config YAML (see configs/run-*.yaml)"),
     report: Optional[str] = typer.Option(None, "--report", help="report HTML path (default: <run dir>/report.html)"),
     png: Optional[str] = typer.Option(None, "--png", help="also render the report to this PNG (headless Chromium)"),
+    through: Optional[int] = typer.Option(None, "--through", help="stop after this iteration (0-based): e.g. "
+                                          "between `masters worker` jobs producing each iteration's Gen-Data"),
 ) -> None:
     """Run the Masters loop (or resume it: what the catalog holds is not done again)."""
     try:
-        _run_and_report(_load_run_config(config), report, png)
+        _run_and_report(_load_run_config(config), report, png, through)
     except MastersError as exc:
         _fail(exc)
 

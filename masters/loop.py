@@ -163,9 +163,13 @@ def write_json(path: Path, doc: str) -> None:
 
 
 def run(config: RunConfig, catalog: Catalog, *, progress: bool = True,
-        report: Callable[[IterationSummary], None] | None = None, launcher: Launcher | None = None) -> RunResult:
-    """Run (or resume) every iteration of ``config`` against ``catalog``. Gen-Data stages run on
-    ``launcher`` (default: the one ``config.production`` asks for, inline or Ray shards)."""
+        report: Callable[[IterationSummary], None] | None = None, launcher: Launcher | None = None,
+        through: int | None = None) -> RunResult:
+    """Run (or resume) every iteration of ``config`` against ``catalog`` (iterations 0..``through``
+    only, when given). Gen-Data stages run on ``launcher`` (default: the one ``config.production``
+    asks for, inline or Ray shards)."""
+    if through is not None and not 0 <= through < config.iterations:
+        raise MastersError(f"--through {through}: run {config.run_id} has iterations 0..{config.iterations - 1}")
     started = time.perf_counter()
     plan = RunPlan.build(config, catalog.config, progress)
     if catalog.single_writer:  # no one else writes: files of a killed earlier run can go now
@@ -174,20 +178,21 @@ def run(config: RunConfig, catalog: Catalog, *, progress: bool = True,
     own = launcher is None
     launcher = launcher or make_launcher(config.production, catalog.config, progress)
     try:
-        return _run(plan, catalog, launcher, progress, report, started)
+        return _run(plan, catalog, launcher, progress, report, started,
+                    config.iterations if through is None else through + 1)
     finally:
         if own:
             launcher.close()
 
 
 def _run(plan: RunPlan, catalog: Catalog, launcher: Launcher, progress: bool,
-         report: Callable[[IterationSummary], None] | None, started: float) -> RunResult:
+         report: Callable[[IterationSummary], None] | None, started: float, count: int) -> RunResult:
     config = plan.config
     # the starting student, and the teachers' own accuracy for comparison
     start_acc, *_ = evaluate_checkpoints(catalog, plan, launcher, [plan.start_student], iteration=-1)
     evaluate_checkpoints(catalog, plan, launcher, plan.teachers, iteration=None)
     summaries = []
-    for p in plan.iterations:
+    for p in plan.iterations[:count]:
         t0 = time.perf_counter()
         i, student = p.index, plan.student_for(p.index)
         scope = plan.scope(i)
@@ -213,7 +218,6 @@ def _run(plan: RunPlan, catalog: Catalog, launcher: Launcher, progress: bool,
         summaries.append(summary)
         if report:
             report(summary)
-    result = RunResult(config.run_id, start_acc, summaries, plan.student_for(len(plan.iterations)),
-                       time.perf_counter() - started)
+    result = RunResult(config.run_id, start_acc, summaries, plan.student_for(count), time.perf_counter() - started)
     write_json(plan.out / "run.json", result.to_json())
     return result
