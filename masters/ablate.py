@@ -74,7 +74,7 @@ def arm_accuracy(catalog: Catalog, base: RunConfig, arm: str, seed: int, steps: 
         raise ValueError(f"unknown arm {arm!r}; arms: {', '.join(ARMS)}")
     cfg = arm_config(base, arm, seed, steps)
     own = launcher is None
-    launcher = launcher or make_launcher(cfg.production, catalog.config, progress)
+    launcher = launcher or make_launcher(cfg.production, progress)
     try:
         if arm in ("masters", "masters-one-teacher"):
             return run(cfg, catalog, progress=progress, launcher=launcher).iterations[-1].accuracy
@@ -107,15 +107,19 @@ def ablate(catalog: Catalog, base: RunConfig, seeds: list[int], steps: int, arms
                           "and train.updates_per_batch to 1")
     ensure_questions(catalog, base)
     results = []
-    for arm in arms:
-        per_seed = []
-        for seed in ([seeds[0]] if arm == "base" else seeds):  # the base student has no randomness
-            acc = arm_accuracy(catalog, base, arm, seed, steps, progress)
-            per_seed.append(acc)
-            if on_result:
-                on_result(arm, seed, acc)
-        results.append({"arm": arm, "mean": statistics.mean(per_seed),
-                        "std": statistics.stdev(per_seed) if len(per_seed) > 1 else 0.0, "per_seed": per_seed})
+    launcher = make_launcher(base.production, progress)  # one (Ray) pool for every arm
+    try:
+        for arm in arms:
+            per_seed = []
+            for seed in ([seeds[0]] if arm == "base" else seeds):  # the base student has no randomness
+                acc = arm_accuracy(catalog, base, arm, seed, steps, progress, launcher)
+                per_seed.append(acc)
+                if on_result:
+                    on_result(arm, seed, acc)
+            results.append({"arm": arm, "mean": statistics.mean(per_seed),
+                            "std": statistics.stdev(per_seed) if len(per_seed) > 1 else 0.0, "per_seed": per_seed})
+    finally:
+        launcher.close()
     budget = steps * base.iterations * base.train.batch_size
     note = (f"{base.iterations} iterations, {steps} optimizer steps x batch {base.train.batch_size} per iteration "
             f"({budget} training rows seen per trained arm), seeds {seeds}, {base.questions.train} train questions, "

@@ -176,7 +176,7 @@ def run(config: RunConfig, catalog: Catalog, *, progress: bool = True,
         catalog.delete_orphaned_files(older_than=None)
     ensure_questions(catalog, config)
     own = launcher is None
-    launcher = launcher or make_launcher(config.production, catalog.config, progress)
+    launcher = launcher or make_launcher(config.production, progress)
     try:
         return _run(plan, catalog, launcher, progress, report, started,
                     config.iterations if through is None else through + 1)

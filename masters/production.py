@@ -13,7 +13,6 @@ from catalog import Catalog
 from masters import faults
 from masters.stages import (ITERATION_STAGES, JUDGE, IterationScope, ModelCache, Shard, Stage, StageResult,
                             run_stage, stage_scope)
-from schemas.config import CatalogConfig
 
 
 class Launcher(Protocol):
@@ -39,12 +38,12 @@ class InlineLauncher:
         self.models.clear()
 
 
-def make_launcher(production, catalog_config: CatalogConfig, progress: bool = False) -> Launcher:
+def make_launcher(production, progress: bool = False) -> Launcher:
     """The launcher a run config's ``production`` section asks for."""
     if production.launcher == "ray":
         from masters.ray_launcher import RayLauncher
 
-        return RayLauncher(production, catalog_config, progress=progress)
+        return RayLauncher(production, progress=progress)
     return InlineLauncher(progress=progress, threads=production.threads_per_shard)
 
 

@@ -36,8 +36,8 @@ _DONE = object()
 class ShardWorker:
     """The body of one shard's Ray actor."""
 
-    def __init__(self, index: int, count: int, catalog_config: CatalogConfig, threads: int | None):
-        self.index, self.count, self.catalog_config = index, count, catalog_config
+    def __init__(self, index: int, count: int, threads: int | None):
+        self.index, self.count = index, count
         if threads:
             import torch
 
@@ -47,8 +47,9 @@ class ShardWorker:
     def ready(self) -> int:
         return os.getpid()
 
-    def run(self, stage_name: str, scope, units):
-        """Per batch: {"files": {table: [path]}, "weight": n, "counts": {...}}."""
+    def run(self, stage_name: str, scope, units, catalog_config: CatalogConfig):
+        """Per batch, the files written under ``catalog_config``'s data path:
+        {"files": {table: [path]}, "weight": n, "counts": {...}}."""
         from catalog.data_files import write_table_file
 
         s = stage(stage_name)
@@ -56,7 +57,7 @@ class ShardWorker:
         try:
             for batch in chunks(units, s.batch(scope)):
                 tables = counted(producer.produce(batch))
-                files = {name: [write_table_file(self.catalog_config, name, t)] for name, t in tables.items()}
+                files = {name: [write_table_file(catalog_config, name, t)] for name, t in tables.items()}
                 faults.point(f"{s.fault}-written", shard=self.index)  # files written, not yet registered
                 yield {"files": files, "weight": sum(u.weight for u in batch), "counts": value_counts(s, tables)}
         finally:
@@ -64,6 +65,9 @@ class ShardWorker:
 
     def model_loads(self) -> int:
         return self.models.loads
+
+    def clear(self) -> None:
+        self.models.clear()
 
 
 def _import_ray():
@@ -75,9 +79,9 @@ def _import_ray():
 
 
 class RayLauncher:
-    def __init__(self, production, catalog_config: CatalogConfig, progress: bool = False):
+    def __init__(self, production, progress: bool = False):
         ray = self.ray = _import_ray()
-        self.count, self.progress, self.catalog_config = production.shards, progress, catalog_config
+        self.count, self.progress = production.shards, progress
         res = production.resources_per_shard
         self._owns_ray = not ray.is_initialized()
         t0 = time.perf_counter()
@@ -98,7 +102,7 @@ class RayLauncher:
         env.setdefault("OMP_NUM_THREADS", str(threads))
         actor = ray.remote(ShardWorker).options(num_cpus=res.num_cpus, num_gpus=res.num_gpus,
                                                 runtime_env={"env_vars": env}, max_restarts=0)
-        self.actors = [actor.remote(k, self.count, catalog_config, threads) for k in range(self.count)]
+        self.actors = [actor.remote(k, self.count, threads) for k in range(self.count)]
         try:
             ray.get([a.ready.remote() for a in self.actors])
         except Exception as exc:
@@ -116,9 +120,6 @@ class RayLauncher:
 
     def run(self, s: Stage, catalog: Catalog, scope) -> StageResult:
         t0 = time.perf_counter()
-        if os.path.abspath(catalog.config.data_path) != os.path.abspath(self.catalog_config.data_path) \
-                and "://" not in catalog.config.data_path:
-            raise MastersError("the Ray shard workers write under another data path than this catalog's")
         units = s.todo(catalog, scope)
         result = StageResult(s.name, units=len(units))
         if not units:
@@ -128,7 +129,7 @@ class RayLauncher:
         threads = []
         for k, mine in enumerate(per_shard):
             if mine:
-                gen = self.actors[k].run.options(num_returns="streaming").remote(s.name, scope, mine)
+                gen = self.actors[k].run.options(num_returns="streaming").remote(s.name, scope, mine, catalog.config)
                 threads.append(threading.Thread(target=self._drain, args=(k, gen, out), daemon=True))
         for t in threads:
             t.start()
@@ -160,7 +161,12 @@ class RayLauncher:
         return result
 
     def model_loads(self) -> int:
+        """Models the shards have loaded from disk so far, all together."""
         return sum(self.ray.get([a.model_loads.remote() for a in self.actors]))
+
+    def clear(self) -> None:
+        """Drop the models the shards keep loaded (before work on other checkpoints)."""
+        self.ray.get([a.clear.remote() for a in self.actors])
 
     def close(self) -> None:
         for a in getattr(self, "actors", []):

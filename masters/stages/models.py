@@ -25,6 +25,9 @@ class ModelCache:
         if key in self._models:
             self._models.move_to_end(key)
             return self._models[key]
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()  # the stage's own bar says what is going on
         while len(self._models) >= self.capacity:
             old, _ = self._models.popitem(last=False)
             self._plans = {k: v for k, v in self._plans.items() if k[0] != old}

@@ -88,7 +88,7 @@ def test_two_ray_shards_make_exactly_the_inline_rows(tiny_pair, tmp_path, ray_lo
     cfg = RunConfig.parse(doc)
     with Catalog.open(tmp_path / "ray") as cat:
         ensure_questions(cat, cfg)
-        launcher = RayLauncher(cfg.production, cat.config)
+        launcher = RayLauncher(cfg.production)
         try:
             result = produce_iteration(cat, RunPlan.build(cfg, cat.config).scope(0), launcher)
             loads = launcher.model_loads()
