@@ -1,15 +1,18 @@
 """Stages fanned out as N shards on Ray (``production.launcher: ray``).
 
 One Ray actor per shard lives for the whole run and keeps its models loaded across the stages and
-batches it serves (``ModelCache``). For a stage, the driver asks the catalog for the todo once,
-splits it by shard (``shard_of(unit.key, N)``) and calls each actor's ``run`` as a streaming
-generator: per batch the actor produces the rows, writes them as Parquet files under the
-catalog's data path (``catalog.data_files.write_table_file``: the actor never opens the catalog)
-and yields the paths. The driver is the only writer: it registers each batch as it arrives, in
-one commit with the ids checked (``CommitBuilder.add_file``), so this works with the embedded
-DuckDB-file catalog too. A killed actor loses at most the batch it had in flight (its files are
-orphans, removed at the next run's start); the driver registers what the other shards send,
-then fails with a message, and a re-run does only what is missing.
+batches it serves (``ModelCache``), and its stage's producer across the stage's batches. For a
+stage, the driver asks the catalog for the todo once (light units: ids), splits it by shard
+(``shard_of(unit.key, N)``) and keeps two batches in flight per actor: it hydrates a batch (its
+images, token ids... read from the catalog) and sends it; the actor produces the rows, writes
+them as Parquet files under the catalog's data path (``catalog.data_files.write_table_file``: the
+actor never opens the catalog) and answers with the paths. As each answer arrives the driver,
+the only writer, registers the batch in one commit with the ids checked
+(``CommitBuilder.add_file``) and sends that shard its next batch, so memory holds the batches in
+flight, not the todo, and this works with the embedded DuckDB-file catalog too. A killed actor
+loses at most the batches it had in flight (files it wrote are orphans, removed at the next
+run's start); the driver registers what the other shards send, then fails with a message, and a
+re-run does only what is missing.
 
 The data path must be reachable from every Ray node under the same name (a shared file system
 or object storage) when the cluster has more than one node."""
@@ -17,24 +20,24 @@ or object storage) when the cluster has more than one node."""
 from __future__ import annotations
 
 import os
-import queue
-import threading
 import time
+import uuid
+from collections import deque
 
 from tqdm.auto import tqdm
 
 from catalog import Catalog
 from masters import faults
 from masters.stages import ModelCache, Stage, StageResult, shard_of, stage
-from masters.stages.base import chunks, commit_message, counted, value_counts
+from masters.stages.base import chunks, commit_message, counted, hydrated, value_counts
 from schemas.config import CatalogConfig
 from schemas.errors import MastersError
 
-_DONE = object()
+IN_FLIGHT = 2  # batches sent ahead per shard: the next one is there when a shard finishes one
 
 
 class ShardWorker:
-    """The body of one shard's Ray actor."""
+    """The body of one shard's Ray actor (its calls run one at a time, in order)."""
 
     def __init__(self, index: int, count: int, threads: int | None):
         self.index, self.count = index, count
@@ -43,30 +46,37 @@ class ShardWorker:
 
             torch.set_num_threads(threads)
         self.models = ModelCache()
+        self._token, self._producer = None, None
 
     def ready(self) -> int:
         return os.getpid()
 
-    def run(self, stage_name: str, scope, units, catalog_config: CatalogConfig):
-        """Per batch, the files written under ``catalog_config``'s data path:
-        {"files": {table: [path]}, "weight": n, "counts": {...}}."""
+    def produce(self, token: str, stage_name: str, scope, units, catalog_config: CatalogConfig) -> dict:
+        """One hydrated batch of stage ``stage_name`` (the producer is opened at the stage's first
+        batch, named by ``token``): the files written under ``catalog_config``'s data path,
+        {"files": {table: [path]}, "counts": {...}}."""
         from catalog.data_files import write_table_file
 
         s = stage(stage_name)
-        producer = s.open(scope, self.models)
-        try:
-            for batch in chunks(units, s.batch(scope)):
-                tables = counted(producer.produce(batch))
-                files = {name: [write_table_file(catalog_config, name, t)] for name, t in tables.items()}
-                faults.point(f"{s.fault}-written", shard=self.index)  # files written, not yet registered
-                yield {"files": files, "weight": sum(u.weight for u in batch), "counts": value_counts(s, tables)}
-        finally:
-            producer.close()
+        if token != self._token:
+            self.end()
+            self._producer, self._token = s.open(scope, self.models), token
+        tables = counted(self._producer.produce(units))
+        files = {name: [write_table_file(catalog_config, name, t)] for name, t in tables.items()}
+        faults.point(f"{s.fault}-written", shard=self.index)  # files written, not yet registered
+        return {"files": files, "counts": value_counts(s, tables)}
+
+    def end(self, token: str | None = None) -> None:
+        """Close the stage's producer (when ``token`` names it, or whatever is open)."""
+        if self._producer is not None and token in (None, self._token):
+            self._producer.close()
+            self._producer, self._token = None, None
 
     def model_loads(self) -> int:
         return self.models.loads
 
     def clear(self) -> None:
+        self.end()
         self.models.clear()
 
 
@@ -110,48 +120,51 @@ class RayLauncher:
             raise MastersError(f"the {self.count} Ray shard workers did not start: {exc}") from None
         self.startup_seconds = time.perf_counter() - t0
 
-    def _drain(self, k: int, gen, out: queue.Queue) -> None:
-        try:
-            for ref in gen:
-                out.put((k, self.ray.get(ref)))
-        except BaseException as exc:  # the actor died, or the stage raised in it
-            out.put((k, exc))
-        out.put((k, _DONE))
-
     def run(self, s: Stage, catalog: Catalog, scope) -> StageResult:
+        ray = self.ray
         t0 = time.perf_counter()
         units = s.todo(catalog, scope)
         result = StageResult(s.name, units=len(units))
         if not units:
             return result
-        per_shard = [[u for u in units if shard_of(u.key, self.count) == k] for k in range(self.count)]
-        out: queue.Queue = queue.Queue()
-        threads = []
-        for k, mine in enumerate(per_shard):
-            if mine:
-                gen = self.actors[k].run.options(num_returns="streaming").remote(s.name, scope, mine, catalog.config)
-                threads.append(threading.Thread(target=self._drain, args=(k, gen, out), daemon=True))
-        for t in threads:
-            t.start()
+        size = s.batch(scope)
+        pending = {k: deque(chunks([u for u in units if shard_of(u.key, self.count) == k], size))
+                   for k in range(self.count)}
+        token, scope_ref = uuid.uuid4().hex, ray.put(scope)
+        inflight: dict = {}  # ObjectRef -> (shard, weight)
         failures: dict[int, BaseException] = {}
-        live = len(threads)
+
+        def send(k: int) -> None:
+            if pending[k] and k not in failures:
+                batch = hydrated(s, catalog, scope, pending[k].popleft())
+                ref = self.actors[k].produce.remote(token, s.name, scope_ref, batch, catalog.config)
+                inflight[ref] = (k, sum(u.weight for u in batch))
+
+        for k in range(self.count):
+            for _ in range(IN_FLIGHT):
+                send(k)
         message, meta = commit_message(s, scope, None)
         with tqdm(total=sum(u.weight for u in units), desc=f"{s.name} [{self.count} shards]",
                   disable=not self.progress) as bar:
-            while live:
-                k, item = out.get()
-                if item is _DONE:
-                    live -= 1
-                elif isinstance(item, BaseException):
-                    failures[k] = item
-                else:
-                    with catalog.commit(f"{message} shard {k}/{self.count}", **{**meta, "shard": f"{k}/{self.count}"}) as tx:
-                        for name in s.writes:
-                            for path in item["files"].get(name, []):
-                                tx.add_file(name, path)
-                    result.record(tx.result.added, tx.result.skipped, tx.result.version, item["counts"])
-                    bar.update(item["weight"])
-                    faults.point(s.fault)
+            while inflight:
+                (ref,), _ = ray.wait(list(inflight), num_returns=1)
+                k, weight = inflight.pop(ref)
+                try:
+                    item = ray.get(ref)
+                except Exception as exc:  # the actor died, or the stage raised in it
+                    failures.setdefault(k, exc)
+                    continue
+                with catalog.commit(f"{message} shard {k}/{self.count}", **{**meta, "shard": f"{k}/{self.count}"}) as tx:
+                    for name in s.writes:
+                        for path in item["files"].get(name, []):
+                            tx.add_file(name, path)
+                result.record(tx.result.added, tx.result.skipped, tx.result.version, item["counts"])
+                bar.update(weight)
+                faults.point(s.fault)
+                send(k)
+        for k, a in enumerate(self.actors):
+            if k not in failures:
+                a.end.remote(token)
         result.seconds = time.perf_counter() - t0
         if failures:
             k, exc = sorted(failures.items())[0]

@@ -54,8 +54,8 @@ def reward_sql(config: RewardConfig, responses: str, verdicts: str, token_stats:
 
 def reward_inputs_sql(config: RewardConfig, responses: str, verdicts: str, token_stats: str,
                       iterations: str | None = None) -> str:
-    """Per response of a complete group: response_id, group_id, question_id, verdict_id, state,
-    r_acc, stats_id and D (the aggregated divergence). See :func:`reward_sql`."""
+    """Per response of a complete group: response_id, group_id, verdict_id, state, r_acc,
+    stats_id and D (the aggregated divergence). See :func:`reward_sql`."""
     scale = SCALES[config.divergence]
     agg = "list_avg" if config.aggregation == "mean" else "list_sum"
     judge = config.judge_id.replace("'", "''")
@@ -71,7 +71,7 @@ def reward_inputs_sql(config: RewardConfig, responses: str, verdicts: str, token
                    FROM {token_stats} ts{pair}),
              d AS (SELECT response_id, min(stats_id) AS stats_id, arg_min(D, stats_id) AS D
                    FROM s GROUP BY response_id),
-             x AS (SELECT r.response_id, r.group_id, r.question_id, v.verdict_id, v.state, v.r_acc, d.stats_id, d.D
+             x AS (SELECT r.response_id, r.group_id, v.verdict_id, v.state, v.r_acc, d.stats_id, d.D
                    FROM {responses} r LEFT JOIN v USING (response_id) LEFT JOIN d USING (response_id))
         SELECT * FROM x
         QUALIFY bool_and(state IS NOT NULL AND D IS NOT NULL) OVER (PARTITION BY group_id)"""

@@ -1,11 +1,13 @@
 """The one shape of everything that produces Gen-Data.
 
 A :class:`Stage` declares its name, the tables it reads and writes, ``todo(catalog, scope)`` (the
-work units not done yet, asked of the catalog) and ``open(scope, models)`` (a producer holding
-what the stage loads once, e.g. its models) whose ``produce(units)`` turns one batch of units into
-Arrow tables per written table. :func:`run_stage` asks, produces and commits one batch at a time,
-with a fault point after every commit; a crash loses at most the batch in flight and a re-run
-does only what is missing.
+work units not done yet, asked of the catalog: light, ids and the like), ``hydrate(catalog,
+scope, units)`` (the heavy inputs of one batch, e.g. its images and token ids, fetched just before
+the batch is produced, so memory holds a batch, not the todo) and ``open(scope, models)`` (a
+producer holding what the stage loads once, e.g. its models) whose ``produce(units)`` turns one
+batch of units into Arrow tables per written table. :func:`run_stage` asks, hydrates, produces
+and commits one batch at a time, with a fault point after every commit; a crash loses at most
+the batch in flight and a re-run does only what is missing.
 
 Any stage runs as shard k of N over its todo: a unit belongs to shard ``hash(unit.key) % N``, a
 stable hash of its key, so shards never overlap and a re-run of one shard does only its own
@@ -87,6 +89,10 @@ class Stage:
     open: Callable[[Any, Any], Producer]  # (scope, models: ModelCache) -> Producer
     batch: Callable[[Any], int]  # units per batch (one commit each)
     fault: str  # faults.point name reached after each committed batch
+    hydrate: Callable[[Catalog, Any, Sequence[Unit]], list[Unit]] | None = None  # a batch's heavy inputs
+    # False: every shard runs the whole todo (idempotent, ids checked), for a stage every later
+    # stage of every shard needs done first (registering the iteration)
+    sharded: bool = True
     count_by: tuple[str, str] | None = None  # (table, column) whose values the result counts
     iteration: Callable[[Any], int | None] = lambda scope: getattr(scope, "iteration", None)
 
@@ -125,6 +131,15 @@ def chunks(units: Sequence[Unit], size: int) -> Iterator[Sequence[Unit]]:
         yield units[start:start + size]
 
 
+def hydrated(stage: Stage, catalog: Catalog, scope: Any, batch: Sequence[Unit]) -> list[Unit]:
+    return list(batch) if stage.hydrate is None else stage.hydrate(catalog, scope, batch)
+
+
+def with_data(units: Sequence[Unit], extra: Callable[[Unit], dict]) -> list[Unit]:
+    """The units with more data (``extra(unit)``, a dict) merged into theirs."""
+    return [Unit(u.id, u.key, {**u.data, **extra(u)}, u.weight) for u in units]
+
+
 def select(units: list[Unit], shard: Shard | None) -> list[Unit]:
     return units if shard is None else [u for u in units if shard.owns(u)]
 
@@ -159,7 +174,7 @@ def run_stage(stage: Stage, catalog: Catalog, scope: Any, shard: Shard | None = 
     from masters.stages.models import ModelCache
 
     t0 = time.perf_counter()
-    units = select(stage.todo(catalog, scope), shard)
+    units = select(stage.todo(catalog, scope), shard if stage.sharded else None)
     result = StageResult(stage.name, units=len(units))
     if not units:
         return result
@@ -169,7 +184,7 @@ def run_stage(stage: Stage, catalog: Catalog, scope: Any, shard: Shard | None = 
     try:
         with tqdm(total=sum(u.weight for u in units), desc=label, disable=not progress) as bar:
             for batch in chunks(units, stage.batch(scope)):
-                tables = counted(producer.produce(batch))
+                tables = counted(producer.produce(hydrated(stage, catalog, scope, batch)))
                 with catalog.commit(message, **meta) as tx:
                     for name in stage.writes:
                         if name in tables:

@@ -13,7 +13,7 @@ import pyarrow as pa
 from catalog import Catalog
 from gendata.backends import TransformersBackend, backend, generate_responses
 from masters.stages import queries
-from masters.stages.base import Stage, Unit
+from masters.stages.base import Stage, Unit, with_data
 from masters.stages.scope import IterationScope
 from schemas import ids
 from schemas.errors import MastersError
@@ -29,7 +29,8 @@ def _side(scope: IterationScope, source: str) -> tuple[str, str, float, int]:
 
 
 def questions(catalog: Catalog, split: str) -> pa.Table:
-    table = queries.questions_with_images(catalog, split)
+    """question_id, question of the split (those with an image); an error when there are none."""
+    table = queries.question_texts(catalog, split)
     if table.num_rows == 0:
         raise MastersError(f"the catalog has no {split!r} questions with images: add some with "
                            "`masters questions synthetic` or `masters questions hf`")
@@ -51,9 +52,15 @@ def _todo(source: str):
                     for k in range(n)]
             if not all(r in have for r in rids):
                 units.append(Unit(q["question_id"], q["question_id"],
-                                  {"question_id": q["question_id"], "question": q["question"], "image": q["bytes"]}))
+                                  {"question_id": q["question_id"], "question": q["question"]}))
         return units
     return todo
+
+
+def with_images(catalog: Catalog, scope, units) -> list[Unit]:
+    """The batch's units with their question's image bytes (``data["image"]``)."""
+    images = queries.question_images(catalog, [u.data["question_id"] for u in units])
+    return with_data(units, lambda u: {"image": images[u.data["question_id"]]})
 
 
 class Generator:
@@ -95,7 +102,7 @@ def _stage(source: str) -> Stage:
     return Stage(name=f"generate-{source}", reads=(QUESTIONS.name, IMAGES.name, RESPONSES.name),
                  writes=(RESPONSES.name,), todo=_todo(source),
                  open=lambda scope, models: Generator(scope, models, source),
-                 batch=lambda scope: scope.spec.questions_per_batch, fault="generate")
+                 batch=lambda scope: scope.spec.questions_per_batch, fault="generate", hydrate=with_images)
 
 
 GENERATE_TEACHER = _stage("teacher")

@@ -8,7 +8,7 @@ from typing import Any
 
 from catalog import Catalog
 from masters.stages import queries
-from masters.stages.base import Stage, Unit
+from masters.stages.base import Stage, Unit, with_data
 from masters.stages.scope import JudgeScope
 from rewards.judges import Judge, JudgeItem, make_judge, verdict_rows
 from schemas.errors import ConfigError
@@ -38,6 +38,12 @@ def todo(catalog: Catalog, scope: JudgeScope) -> list[Unit]:
             for r in queries.unjudged(catalog, judge.judge_id, scope.iteration, scope.run_id)]
 
 
+def hydrate(catalog: Catalog, scope: JudgeScope, units) -> list[Unit]:
+    """The batch's questions, ground truths and response texts."""
+    inputs = queries.judge_inputs(catalog, [u.id for u in units])
+    return with_data(units, lambda u: inputs[u.id])
+
+
 class Judging:
     def __init__(self, scope: JudgeScope, models=None):
         self.judge = as_judge(scope.judge)
@@ -54,5 +60,5 @@ class Judging:
 
 
 JUDGE = Stage(name="judge", reads=(RESPONSES.name, QUESTIONS.name, VERDICTS.name), writes=(VERDICTS.name,),
-              todo=todo, open=Judging, batch=lambda scope: scope.batch_size, fault="judge",
+              todo=todo, open=Judging, batch=lambda scope: scope.batch_size, fault="judge", hydrate=hydrate,
               count_by=(VERDICTS.name, "state"))

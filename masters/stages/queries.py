@@ -29,6 +29,20 @@ def questions_with_images(catalog: Catalog, split: str) -> pa.Table:
                        params={"s": split})
 
 
+def question_texts(catalog: Catalog, split: str) -> pa.Table:
+    """question_id, question of a split's questions that have an image, by question id."""
+    return catalog.sql(f"SELECT q.question_id, q.question FROM {QUESTIONS.name} q "
+                       f"JOIN {IMAGES.name} im USING (image_id) WHERE q.split = $s ORDER BY q.question_id",
+                       params={"s": split})
+
+
+def question_images(catalog: Catalog, question_ids: list[str]) -> dict[str, bytes]:
+    """question_id -> image bytes, for these questions."""
+    t = catalog.sql(f"SELECT q.question_id, im.bytes FROM {QUESTIONS.name} q JOIN {IMAGES.name} im "
+                    "USING (image_id) WHERE q.question_id IN (SELECT unnest($ids))", params={"ids": question_ids})
+    return dict(zip(t.column(0).to_pylist(), t.column(1).to_pylist()))
+
+
 def question_count(catalog: Catalog, split: str) -> int:
     return catalog.sql(f"SELECT count(*) FROM {QUESTIONS.name} WHERE split = $s",
                        params={"s": split}).column(0)[0].as_py()
@@ -69,12 +83,19 @@ def response_ids(catalog: Catalog, iteration_id: str, source: str) -> set[str]:
                            params={"it": iteration_id, "s": source}).column(0).to_pylist())
 
 
-def iteration_responses(catalog: Catalog, iteration_id: str) -> pa.Table:
-    """response_id, question_id, prompt, token_ids of an iteration's responses, by question,
-    source and sample index."""
-    return catalog.sql(f"SELECT response_id, question_id, prompt, token_ids FROM {RESPONSES.name} "
+def iteration_responses(catalog: Catalog, iteration_id: str, columns: str = "response_id, question_id, prompt, "
+                        "token_ids") -> pa.Table:
+    """Columns of an iteration's responses, by question, source and sample index."""
+    return catalog.sql(f"SELECT {columns} FROM {RESPONSES.name} "
                        "WHERE iteration_id = $it ORDER BY question_id, source, sample_index",
                        params={"it": iteration_id})
+
+
+def responses_by_id(catalog: Catalog, response_ids: list[str], columns: str) -> dict[str, dict]:
+    """response_id -> the columns asked for, for these responses."""
+    rows = catalog.sql(f"SELECT response_id, {columns} FROM {RESPONSES.name} "
+                       "WHERE response_id IN (SELECT unnest($ids))", params={"ids": response_ids}).to_pylist()
+    return {r["response_id"]: r for r in rows}
 
 
 def scored_ids(catalog: Catalog, iteration_id: str) -> set[str]:
@@ -85,17 +106,24 @@ def scored_ids(catalog: Catalog, iteration_id: str) -> set[str]:
 
 
 def unjudged(catalog: Catalog, judge_id: str, iteration: int | None, run_id: str | None) -> list[dict]:
-    """Responses (with their question) that have no final verdict (ok / unparseable) of the judge;
-    ``attempt`` counts their earlier error verdicts (retried as new attempts)."""
+    """response_id, question_id and ``attempt`` (its earlier error verdicts, retried as new
+    attempts) of the responses that have no final verdict (ok / unparseable) of the judge."""
     return catalog.sql(
-        f"SELECT r.response_id, r.question_id, q.question, q.answer, q.answer_type, q.choices, r.text, "
+        f"SELECT r.response_id, r.question_id, "
         f"(SELECT count(*) FROM {VERDICTS.name} e WHERE e.response_id = r.response_id AND e.judge_id = $j "
         " AND e.state = 'error') AS attempt "
-        f"FROM {RESPONSES.name} r JOIN {QUESTIONS.name} q USING (question_id) "
-        f"JOIN {ITERATIONS.name} it USING (iteration_id) "
+        f"FROM {RESPONSES.name} r JOIN {ITERATIONS.name} it USING (iteration_id) "
         f"WHERE r.response_id NOT IN (SELECT response_id FROM {VERDICTS.name} WHERE judge_id = $j "
         "AND state IN ('ok', 'unparseable'))"
         + scope_filter(iteration, run_id) + " ORDER BY r.response_id", params={"j": judge_id}).to_pylist()
+
+
+def judge_inputs(catalog: Catalog, response_ids: list[str]) -> dict[str, dict]:
+    """response_id -> question, answer, answer_type, choices and the response text."""
+    rows = catalog.sql(f"SELECT r.response_id, q.question, q.answer, q.answer_type, q.choices, r.text "
+                       f"FROM {RESPONSES.name} r JOIN {QUESTIONS.name} q USING (question_id) "
+                       "WHERE r.response_id IN (SELECT unnest($ids))", params={"ids": response_ids}).to_pylist()
+    return {r["response_id"]: r for r in rows}
 
 
 def responses_in_scope(catalog: Catalog, iteration: int | None, run_id: str | None) -> int:
@@ -111,6 +139,12 @@ def scoped_responses_sql(catalog: Catalog, iteration: int | None, run_id: str | 
         return responses
     return (f"(SELECT r.* FROM {responses} AS r JOIN (SELECT * FROM {catalog.table_ref(ITERATIONS.name, version)}) "
             f"AS it USING (iteration_id) WHERE true{scope_filter(iteration, run_id)})")
+
+
+def group_questions(catalog: Catalog, responses: str) -> dict[str, str]:
+    """group_id -> question_id over a responses table reference."""
+    rows = catalog.sql(f"SELECT DISTINCT group_id, question_id FROM {responses} AS r").to_pylist()
+    return {r["group_id"]: r["question_id"] for r in rows}
 
 
 def reward_means(catalog: Catalog, iteration_id: str, reward_config_id: str) -> dict[str, float]:

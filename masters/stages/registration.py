@@ -1,8 +1,9 @@
 """Stage ``iteration``: register an iteration before anything is generated for it: its teacher and
 student checkpoints (``models``), the iteration row (run, index, mask ratio, the scoring pair,
-the config hash) and the run's reward config. One unit, so exactly one shard does it. Refuses to
-resume an iteration made with another configuration, and a teacher and student that do not
-share a tokenizer."""
+the config hash) and the run's reward config. Not sharded: a `masters worker` of any shard makes
+sure of it before its own work (the rows are idempotent by id), since judging and rewards read
+the iteration row. Refuses to resume an iteration made with another configuration, and a teacher
+and student that do not share a tokenizer."""
 
 from __future__ import annotations
 
@@ -94,4 +95,4 @@ class Registrar:
 
 REGISTER = Stage(name="iteration", reads=(ITERATIONS.name, MODELS.name, REWARD_CONFIGS.name),
                  writes=(MODELS.name, ITERATIONS.name, REWARD_CONFIGS.name), todo=todo, open=Registrar,
-                 batch=lambda scope: 1, fault="registered-iteration")
+                 batch=lambda scope: 1, fault="registered-iteration", sharded=False)

@@ -12,23 +12,37 @@ import pyarrow as pa
 
 from catalog import Catalog
 from masters.stages import queries
-from masters.stages.base import Stage, Unit
+from masters.stages.base import Stage, Unit, with_data
 from masters.stages.scope import RewardScope
 from rewards.scores import check_hex_ids, reward_inputs_sql, reward_rows_sql
 from schemas.tables import ITERATIONS, RESPONSES, REWARDS, TOKEN_STATS, VERDICTS
 
 
+def _inputs_sql(scope: RewardScope, responses: str) -> str:
+    return reward_inputs_sql(scope.config, responses, VERDICTS.name, TOKEN_STATS.name, ITERATIONS.name)
+
+
 def todo(catalog: Catalog, scope: RewardScope) -> list[Unit]:
+    """The complete groups of the scope without reward rows under the config."""
     responses = queries.scoped_responses_sql(catalog, scope.iteration, scope.run_id)
     check_hex_ids(catalog.connection(), responses)
-    inputs = reward_inputs_sql(scope.config, responses, VERDICTS.name, TOKEN_STATS.name, ITERATIONS.name)
-    rows = catalog.sql(f"SELECT * FROM ({inputs}) AS i WHERE group_id NOT IN (SELECT group_id FROM {REWARDS.name} "
-                       "WHERE reward_config_id = $c) ORDER BY group_id, response_id",
-                       params={"c": scope.config.id}).to_pylist()
-    groups: dict[str, list[dict]] = {}
+    groups = catalog.sql(f"SELECT group_id, count(*) AS n FROM ({_inputs_sql(scope, responses)}) AS i "
+                         f"WHERE group_id NOT IN (SELECT group_id FROM {REWARDS.name} WHERE reward_config_id = $c) "
+                         "GROUP BY group_id ORDER BY group_id", params={"c": scope.config.id}).to_pylist()
+    question = queries.group_questions(catalog, responses)
+    return [Unit(g["group_id"], question[g["group_id"]], {}, weight=g["n"]) for g in groups]
+
+
+def hydrate(catalog: Catalog, scope: RewardScope, units) -> list[Unit]:
+    """The batch's per-response inputs (verdict, D), computed in the catalog engine."""
+    responses = (f"(SELECT * FROM {queries.scoped_responses_sql(catalog, scope.iteration, scope.run_id)} AS r "
+                 "WHERE group_id IN (SELECT unnest($g)))")
+    rows = catalog.sql(f"SELECT * FROM ({_inputs_sql(scope, responses)}) AS i ORDER BY group_id, response_id",
+                       params={"g": [u.id for u in units]}).to_pylist()
+    members: dict[str, list[dict]] = {}
     for r in rows:
-        groups.setdefault(r["group_id"], []).append(r)
-    return [Unit(g, members[0]["question_id"], members, weight=len(members)) for g, members in groups.items()]
+        members.setdefault(r["group_id"], []).append(r)
+    return with_data(units, lambda u: {"members": members.get(u.id, [])})
 
 
 class Rewarder:
@@ -36,7 +50,9 @@ class Rewarder:
         self.config = scope.config
 
     def produce(self, units) -> dict:
-        inputs = pa.Table.from_pylist([r for u in units for r in u.data])
+        inputs = pa.Table.from_pylist([r for u in units for r in u.data["members"]])
+        if inputs.num_rows == 0:
+            return {}
         con = duckdb.connect()
         try:
             con.register("inputs", inputs)
@@ -51,4 +67,4 @@ class Rewarder:
 
 REWARD = Stage(name="rewards", reads=(RESPONSES.name, VERDICTS.name, TOKEN_STATS.name, ITERATIONS.name, REWARDS.name),
                writes=(REWARDS.name,), todo=todo, open=Rewarder, batch=lambda scope: scope.groups_per_batch,
-               fault="rewards")
+               fault="rewards", hydrate=hydrate)

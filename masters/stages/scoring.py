@@ -10,8 +10,8 @@ import pyarrow as pa
 from catalog import Catalog
 from gendata.scoring import score_responses
 from masters.stages import queries
-from masters.stages.base import Stage, Unit
-from masters.stages.generation import questions
+from masters.stages.base import Stage, Unit, with_data
+from masters.stages.generation import with_images
 from masters.stages.scope import IterationScope
 from schemas import ids
 from schemas import token_codec as codec
@@ -21,17 +21,22 @@ from schemas.tables import IMAGES, RESPONSES, TOKEN_STATS
 def todo(catalog: Catalog, scope: IterationScope) -> list[Unit]:
     spec, it = scope.spec, scope.iteration_id
     have = queries.scored_ids(catalog, it)
-    groups: dict[str, list[dict]] = {}
-    for r in queries.iteration_responses(catalog, it).to_pylist():
+    groups: dict[str, list[str]] = {}
+    for r in queries.iteration_responses(catalog, it, "response_id, question_id").to_pylist():
         sid = ids.token_stats_id(r["response_id"], scope.teacher_model_id, spec.mask_ratio,
                                  scope.student_model_id, spec.scoring.top_k, codec.ENCODING)
         if sid not in have:
-            groups.setdefault(r["question_id"], []).append(r)
-    if not groups:
-        return []
-    images = dict(zip(*(questions(catalog, spec.split).column(c).to_pylist() for c in ("question_id", "bytes"))))
-    return [Unit(ids.group_id(it, qid), qid, {"question_id": qid, "image": images[qid], "responses": rows},
-                 weight=len(rows)) for qid, rows in groups.items()]
+            groups.setdefault(r["question_id"], []).append(r["response_id"])
+    return [Unit(ids.group_id(it, qid), qid, {"question_id": qid, "response_ids": rids}, weight=len(rids))
+            for qid, rids in groups.items()]
+
+
+def hydrate(catalog: Catalog, scope: IterationScope, units) -> list[Unit]:
+    """The batch's responses (prompt, token ids) and images."""
+    wanted = [r for u in units for r in u.data["response_ids"]]
+    rows = queries.responses_by_id(catalog, wanted, "question_id, prompt, token_ids")
+    units = with_images(catalog, scope, units)
+    return with_data(units, lambda u: {"responses": [rows[r] for r in u.data["response_ids"]]})
 
 
 class Scorer:
@@ -57,4 +62,5 @@ class Scorer:
 
 
 SCORE = Stage(name="score", reads=(RESPONSES.name, IMAGES.name, TOKEN_STATS.name), writes=(TOKEN_STATS.name,),
-              todo=todo, open=Scorer, batch=lambda scope: scope.spec.groups_per_batch, fault="score")
+              todo=todo, open=Scorer, batch=lambda scope: scope.spec.groups_per_batch, fault="score",
+              hydrate=hydrate)

@@ -224,3 +224,20 @@ def test_a_killed_ray_shard_resumes_to_the_same_rows(tiny_pair, tmp_path):
         assert _files_on_disk(killed / "data") == _registered(cat)  # the orphan is gone
         for t in ("models", "evaluations", "snapshots", "rewards"):
             assert cat.count(t) == ref.count(t)
+
+
+def test_every_shard_registers_the_iteration_it_needs(tiny_pair, tmp_path):
+    """A shard must not wait for another to register the iteration (judging reads that row)."""
+    from catalog import Catalog
+    from masters.plan import RunPlan
+    from masters.production import InlineLauncher
+    from masters.run_config import RunConfig
+    from masters.stages import REGISTER, Shard, shard_of
+
+    cfg = RunConfig.parse(run_doc(tiny_pair))
+    with Catalog.open(tmp_path / "cat") as cat:
+        scope = RunPlan.build(cfg, cat.config).scope(0)
+        other = 1 - shard_of(scope.iteration_id, 2)  # the shard that does not own the unit by its hash
+        for k, todo in ((other, 1), (1 - other, 0)):  # the first to come registers; the other finds it done
+            assert InlineLauncher(Shard(k, 2)).run(REGISTER, cat, scope).units == todo
+        assert cat.count("iterations") == 1 and cat.count("models") == 2 and cat.count("reward_configs") == 1
