@@ -43,6 +43,27 @@ def _run_python(code: str, **kwargs):
     return subprocess.Popen([sys.executable, "-c", code], env=env, **kwargs)
 
 
+def _masters_cli(*args, fault: str | None = None, timeout: int = 900, popen: bool = False):
+    """The `masters` CLI in a fresh interpreter (one torch thread; ``MASTERS_FAULT=fault`` when
+    given): a CompletedProcess, or a running Popen with ``popen``."""
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env.pop("MASTERS_FAULT", None)
+    if fault:
+        env["MASTERS_FAULT"] = fault
+    cmd = [sys.executable, "-m", "masters.cli", *[str(a) for a in args]]
+    if popen:
+        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def masters_cli():
+    """Run the `masters` CLI in a fresh interpreter (see ``_masters_cli``)."""
+    return _masters_cli
+
+
 @pytest.fixture
 def run_python():
     """Run code in a fresh interpreter with this checkout importable (returns a Popen)."""

@@ -89,15 +89,6 @@ def _check_report(catalog_dir):
     assert len(set(img.resize((64, 64)).tobytes())) > 20  # drawn, not a blank page
 
 
-def _masters(catalog, cfg_path, fault=None):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    env.pop("MASTERS_FAULT", None)
-    if fault:
-        env["MASTERS_FAULT"] = fault
-    return subprocess.run([sys.executable, "-m", "masters.cli", "--catalog", str(catalog), "run", str(cfg_path)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-
-
 def _state(catalog):
     from catalog import Catalog
 
@@ -112,7 +103,10 @@ def _state(catalog):
 
 
 @pytest.mark.slow
-def test_resume_after_kills_at_every_stage(tiny_pair, tmp_path):
+def test_resume_after_kills_at_every_stage(tiny_pair, tmp_path, masters_cli):
+    def _masters(catalog, cfg_path, fault=None):
+        return masters_cli("--catalog", catalog, "run", cfg_path, fault=fault)
+
     doc = _config(tiny_pair)
     doc["questions"]["train"] = 10
     doc["output_dir"] = None

@@ -2,15 +2,11 @@
 rows an inline run does; a shard killed mid-stage loses only its batch in flight, and a resumed
 run ends with the same rows and no orphaned file."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
 COMPARED = {  # table -> (id column, columns that must be equal; created_at and latency are not)
     "responses": ("response_id", ["response_id", "group_id", "question_id", "source", "sample_index", "token_ids",
                                   "text", "finish_reason", "num_tokens"]),
@@ -103,17 +99,11 @@ def test_two_ray_shards_make_exactly_the_inline_rows(tiny_pair, tmp_path, ray_lo
     assert loads == 4  # teacher and student once per shard: generation and scoring share them
 
 
-def _worker(catalog_args, cfg_path, shard, stage="all", fault=None):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    env.pop("MASTERS_FAULT", None)
-    if fault:
-        env["MASTERS_FAULT"] = fault
-    return subprocess.Popen([sys.executable, "-m", "masters.cli", *catalog_args, "worker", stage, "--run",
-                             str(cfg_path), "--iteration", "0", "--shard", shard],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def test_two_worker_processes_on_a_sqlite_catalog_make_the_inline_rows(tiny_pair, tmp_path, masters_cli):
+    def _worker(catalog_args, cfg_path, shard):
+        return masters_cli(*catalog_args, "worker", "all", "--run", cfg_path, "--iteration", "0", "--shard", shard,
+                           popen=True)
 
-
-def test_two_worker_processes_on_a_sqlite_catalog_make_the_inline_rows(tiny_pair, tmp_path):
     from catalog import Catalog
     from schemas.config import CatalogConfig
 
@@ -137,10 +127,7 @@ def test_two_worker_processes_on_a_sqlite_catalog_make_the_inline_rows(tiny_pair
     out, err = again.communicate(timeout=600)
     assert again.returncode == 0 and "nothing new" in out and "+" not in out, out + err
     # the driver then finds the iteration's Gen-Data done and goes on: snapshot, train, evaluate
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    env.pop("MASTERS_FAULT", None)
-    driver = subprocess.run([sys.executable, "-m", "masters.cli", *args, "run", str(cfg_path), "--through", "0"],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    driver = masters_cli(*args, "run", cfg_path, "--through", "0")
     assert driver.returncode == 0, driver.stderr[-3000:]
     assert "iter 0: teacher" in driver.stdout and "| +0 rows |" in driver.stdout  # nothing produced again
     with Catalog.open_read_only(shared) as cat:
@@ -189,17 +176,11 @@ def _registered(catalog) -> set[str]:
         f"SELECT path FROM {METADATA_SCHEMA}.ducklake_data_file").fetchall()}
 
 
-def _masters_run(catalog, cfg_path, fault=None):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    env.pop("MASTERS_FAULT", None)
-    if fault:
-        env["MASTERS_FAULT"] = fault
-    return subprocess.run([sys.executable, "-m", "masters.cli", "--catalog", str(catalog), "run", str(cfg_path)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
-
-
 @pytest.mark.slow
-def test_a_killed_ray_shard_resumes_to_the_same_rows(tiny_pair, tmp_path):
+def test_a_killed_ray_shard_resumes_to_the_same_rows(tiny_pair, tmp_path, masters_cli):
+    def _masters_run(catalog, cfg_path, fault=None):
+        return masters_cli("--catalog", catalog, "run", cfg_path, fault=fault, timeout=1200)
+
     from catalog import Catalog
 
     pytest.importorskip("ray")
