@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
-from transformers.trainer_callback import PrinterCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.trainer_utils import get_last_checkpoint
 from trl import GRPOConfig, GRPOTrainer
 from trl.trainer.utils import RepeatSampler
@@ -176,7 +176,18 @@ def build_trainer(config: GRPORunConfig) -> GRPORun:
         batcher=OfflineBatcher(processor, top_k, config.max_completion_tokens), loss_weights=weights)
     if not (config.progress and config.print_logs):
         trainer.remove_callback(PrinterCallback)
+    if config.progress and not config.print_logs:  # the bar, without a metrics dict under it per log step
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(BarOnly)
     return GRPORun(trainer, processor, rows, manifest, manifest_hash)
+
+
+class BarOnly(ProgressCallback):
+    """transformers' training progress bar without the metrics it writes under it at every log
+    step (they are returned and kept in meta.json)."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        pass
 
 
 def train_grpo(config: GRPORunConfig) -> dict[str, Any]:

@@ -181,6 +181,7 @@ def test_masters_demo_command(tmp_path):
     for row in ("starting student", "student after iteration 0", "teacher M (unmasked)"):
         assert row in out
     assert (tmp_path / "r.html").is_file() and "final student" in out
+    assert "'loss':" not in out and "'train_runtime':" not in out  # no trainer metrics dicts on the console
 
 
 @pytest.mark.slow
