@@ -302,16 +302,6 @@ class Catalog:
         """The underlying DuckDB connection (``lake`` attached), for callers that stream."""
         return self._con
 
-    def reader(self) -> "Catalog":
-        """A read-only view of this catalog on a connection of its own (a DuckDB cursor of the
-        same database), for reading in another thread while this one commits. Close it after use."""
-        view = Catalog.__new__(Catalog)
-        view.config, view.read_only, view._in_commit = self.config, True, False
-        view._con = self._con.cursor()
-        view._con.execute(f"USE {ALIAS}")
-        view._fs, view._data_root = self._fs, self._data_root
-        return view
-
     # --- writes -------------------------------------------------------------------------------
 
     @contextmanager

@@ -20,7 +20,6 @@ import hashlib
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -182,17 +181,10 @@ def run_stage(stage: Stage, catalog: Catalog, scope: Any, shard: Shard | None = 
     producer = stage.open(scope, models if models is not None else ModelCache())
     message, meta = commit_message(stage, scope, shard)
     label = stage.name + ("" if shard is None else f" [{shard}]")
-    # the next batch is hydrated by a reader thread while this one is produced and committed
-    reader, pool = (catalog.reader(), ThreadPoolExecutor(1)) if stage.hydrate else (None, None)
     try:
         with tqdm(total=sum(u.weight for u in units), desc=label, disable=not progress) as bar:
-            batches = list(chunks(units, stage.batch(scope)))
-            ahead = pool.submit(hydrated, stage, reader, scope, batches[0]) if pool else None
-            for i, batch in enumerate(batches):
-                ready = ahead.result() if ahead else list(batch)
-                if pool and i + 1 < len(batches):
-                    ahead = pool.submit(hydrated, stage, reader, scope, batches[i + 1])
-                tables = counted(producer.produce(ready))
+            for batch in chunks(units, stage.batch(scope)):
+                tables = counted(producer.produce(hydrated(stage, catalog, scope, batch)))
                 with catalog.commit(message, **meta) as tx:
                     for name in stage.writes:
                         if name in tables:
@@ -201,9 +193,6 @@ def run_stage(stage: Stage, catalog: Catalog, scope: Any, shard: Shard | None = 
                 bar.update(sum(u.weight for u in batch))
                 faults.point(stage.fault)
     finally:
-        if pool:
-            pool.shutdown(wait=True, cancel_futures=True)
-            reader.close()
         producer.close()
     result.seconds = time.perf_counter() - t0
     return result
