@@ -398,7 +398,8 @@ def validate(config: str = typer.Argument(..., help="run config YAML")) -> None:
     ladder = ", ".join(f"{t.model} from iteration {t.start}" for t in cfg.teachers)
     typer.echo(f"{config}: valid. run {cfg.run_id}: {cfg.iterations} iterations, mask ratios "
                f"{cfg.schedule.ratios()}, teachers {ladder}, {cfg.teacher_responses}+{cfg.student_responses} "
-               f"responses per question, judge {cfg.judge.kind}")
+               f"responses per question, judge {cfg.judge.kind}, Gen-Data "
+               + (f"on Ray, {cfg.production.shards} shards" if cfg.production.launcher == "ray" else "inline"))
 
 
 def _run_and_report(cfg, html: Optional[str], png: Optional[str], through: Optional[int] = None) -> None:

@@ -19,6 +19,10 @@ ROOT = Path(__file__).resolve().parents[2]
     ({"run_id": "a", "teachers": [{"model": "x", "start": 2}]}, "first stage must start at iteration 0"),
     ({"run_id": "a", "teachers": [{"model": "x"}, {"model": "y", "start": 0}]}, "increasing"),
     ({"run_id": "a", "iterations": 3, "mask": {"iterations": 5}}, r"mask.iterations \(5\) must equal iterations \(3\)"),
+    ({"run_id": "a", "production": {"launcher": "rey"}}, "production.launcher"),
+    ({"run_id": "a", "production": {"shard": 2}}, "production.shard: unknown key"),
+    ({"run_id": "a", "production": {"shards": 0}}, "production.shards"),
+    ({"run_id": "a", "production": {"resources_per_shard": {"gpus": 1}}}, "resources_per_shard.gpus: unknown key"),
     ({"run_id": "bad id"}, "run_id"),
     ({}, "run_id"),
 ])
