@@ -11,12 +11,16 @@ from typing import Protocol
 
 from catalog import Catalog
 from masters import faults
-from masters.stages import (ITERATION_STAGES, JUDGE, IterationScope, ModelCache, Shard, Stage, StageResult,
-                            run_stage, stage_scope)
+from masters.stages import (ITERATION_STAGES, JUDGE, REGISTER, IterationScope, ModelCache, Shard, Stage,
+                            StageResult, run_stage, stage_scope)
 
 
 class Launcher(Protocol):
     def run(self, stage: Stage, catalog: Catalog, scope) -> StageResult: ...
+
+    def release(self) -> None:
+        """Drop the models kept loaded (before training needs the memory)."""
+        ...
 
     def close(self) -> None: ...
 
@@ -33,6 +37,9 @@ class InlineLauncher:
 
     def run(self, stage: Stage, catalog: Catalog, scope) -> StageResult:
         return run_stage(stage, catalog, scope, self.shard, models=self.models, progress=self.progress)
+
+    def release(self) -> None:
+        self.models.clear()
 
     def close(self) -> None:
         self.models.clear()
@@ -58,7 +65,8 @@ class IterationResult:
 
 def produce_iteration(catalog: Catalog, scope: IterationScope, launcher: Launcher | None = None, *,
                       progress: bool = False) -> IterationResult:
-    """Run the iteration's Gen-Data stages in order; each commits as it goes and skips what exists."""
+    """Run the iteration's Gen-Data stages in order; each commits as it goes and skips what exists.
+    The models are released at the end (training comes next)."""
     own = launcher is None
     launcher = launcher or InlineLauncher(progress=progress)
     result = IterationResult(scope.iteration_id, scope.teacher_model_id, scope.student_model_id)
@@ -66,13 +74,13 @@ def produce_iteration(catalog: Catalog, scope: IterationScope, launcher: Launche
         for s in ITERATION_STAGES:
             res = launcher.run(s, catalog, stage_scope(s, scope))
             result.stages[s.name] = res
-            for table in s.writes:
-                if s.name == "iteration":
-                    continue
-                result.added[table] = result.added.get(table, 0) + res.added.get(table, 0)
+            if s is not REGISTER:  # the rows this iteration made, not its bookkeeping
+                for table in s.writes:
+                    result.added[table] = result.added.get(table, 0) + res.added.get(table, 0)
             if s is JUDGE:
                 faults.point("judged")
     finally:
+        launcher.release()
         if own:
             launcher.close()
     return result

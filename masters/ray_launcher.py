@@ -177,9 +177,13 @@ class RayLauncher:
         """Models the shards have loaded from disk so far, all together."""
         return sum(self.ray.get([a.model_loads.remote() for a in self.actors]))
 
-    def clear(self) -> None:
-        """Drop the models the shards keep loaded (before work on other checkpoints)."""
-        self.ray.get([a.clear.remote() for a in self.actors])
+    def release(self) -> None:
+        """Drop the models the shards keep loaded (their GPU memory too), e.g. before training."""
+        for a in self.actors:
+            try:
+                self.ray.get(a.clear.remote())
+            except Exception:  # a dead shard holds nothing
+                pass
 
     def close(self) -> None:
         for a in getattr(self, "actors", []):

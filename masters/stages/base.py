@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from catalog import Catalog
 from masters import faults
+from masters.stages.models import ModelCache
 from schemas.errors import ConfigError
 
 
@@ -117,14 +118,6 @@ class StageResult:
         if version is not None:
             self.versions.append(version)
 
-    def merge(self, other: "StageResult") -> None:
-        self.units += other.units
-        self.batches += other.batches
-        for mine, theirs in ((self.added, other.added), (self.skipped, other.skipped), (self.counts, other.counts)):
-            for k, v in theirs.items():
-                mine[k] = mine.get(k, 0) + v
-        self.versions += other.versions
-
 
 def chunks(units: Sequence[Unit], size: int) -> Iterator[Sequence[Unit]]:
     for start in range(0, len(units), max(1, size)):
@@ -171,8 +164,6 @@ def run_stage(stage: Stage, catalog: Catalog, scope: Any, shard: Shard | None = 
               models=None, progress: bool = False) -> StageResult:
     """Ask the catalog what is left (of this shard), produce it a batch at a time, commit each
     batch (one version, ids checked), reach the stage's fault point after each commit."""
-    from masters.stages.models import ModelCache
-
     t0 = time.perf_counter()
     units = select(stage.todo(catalog, scope), shard if stage.sharded else None)
     result = StageResult(stage.name, units=len(units))

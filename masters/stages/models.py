@@ -1,7 +1,8 @@
 """Models kept loaded across the stages of one process (an inline run, or one shard worker): the
 iteration's teacher and student are each loaded once and serve generation, scoring and
 evaluation. Bounded (least recently used first out), so a new iteration's student replaces the
-old one instead of piling up."""
+old one instead of piling up; the loop clears it after each iteration's Gen-Data, so that
+training finds the memory (and the GPUs) free."""
 
 from __future__ import annotations
 
@@ -48,7 +49,17 @@ class ModelCache:
             self._plans[key] = plan_masks(model, [ratio], mask_spec)
         return self._plans[key]
 
+    @property
+    def held(self) -> int:
+        """Models in memory now."""
+        return len(self._models)
+
     def clear(self) -> None:
+        """Drop every model (and free the GPU memory they held)."""
         self._models.clear()
         self._plans.clear()
         gc.collect()
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

@@ -56,6 +56,7 @@ def inline_reference(catalog, doc):
     try:
         ensure_questions(catalog, cfg)
         produce_iteration(catalog, RunPlan.build(cfg, catalog.config).scope(0), launcher)
+        assert launcher.models.loads == 2 and launcher.models.held == 0  # loaded once, freed for training
     finally:
         launcher.close()
         torch.set_num_threads(threads)
