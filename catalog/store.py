@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from catalog.conform import conform, iter_tables
-from catalog.data_files import FILE_PREFIX, data_file_path, filesystem, write_data_file
+from catalog.data_files import data_file_path, filesystem, write_data_file
 from catalog.engine import ALIAS, METADATA_SCHEMA, attach, local_catalog_file, writer_lock
 from catalog.sql_guard import check_read_only, qualified_tables
 from catalog.types import ddl_for

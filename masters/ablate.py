@@ -21,8 +21,8 @@ from pathlib import Path
 
 from catalog import Catalog
 from catalog.snapshots import create_snapshot
-from masters.loop import ensure_questions, evaluate_checkpoints, run, run_dir
-from masters.plan import RunPlan, resolve_model
+from masters.loop import ensure_questions, evaluate_checkpoints, run
+from masters.plan import RunPlan, resolve_model, run_dir
 from masters.production import Launcher, make_launcher, produce_iteration
 from masters.run_config import RunConfig, TeacherStage
 from schemas.errors import ConfigError

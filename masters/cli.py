@@ -404,7 +404,8 @@ def validate(config: str = typer.Argument(..., help="run config YAML")) -> None:
 
 def _run_and_report(cfg, html: Optional[str], png: Optional[str], through: Optional[int] = None) -> None:
     from catalog import Catalog
-    from masters.loop import run, run_dir
+    from masters.loop import run
+    from masters.plan import run_dir
     from masters.report import build_report, render_png
 
     with Catalog.open(State.config()) as cat:
@@ -591,7 +592,7 @@ def ablate(
     from catalog import Catalog
     from masters.ablate import ARMS, ablate as run_ablation
     from masters.demo import demo_config
-    from masters.loop import run_dir
+    from masters.plan import run_dir
     from masters.report import build_report
 
     try:

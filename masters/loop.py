@@ -25,13 +25,12 @@ from catalog import Catalog
 from catalog.snapshots import create_snapshot
 from gendata.synthetic_vqa import synthetic_vqa
 from masters import faults
-from masters.plan import RunPlan, resolve_model, run_dir, student_path  # noqa: F401 (re-exported)
+from masters.plan import RunPlan
 from masters.production import Launcher, make_launcher, produce_iteration
 from masters.questions import ingest_questions
 from masters.run_config import RunConfig
 from masters.stages import EVALUATE, queries
 from masters.stages.evaluation import result_of
-from masters.stages.judging import build_judge  # noqa: F401 (re-exported)
 from masters.stages.registration import model_row
 from schemas import ids
 from schemas.errors import MastersError
