@@ -39,7 +39,7 @@ def test_accelerate_configs_point_at_a_shipped_deepspeed_file(path):
     assert doc["distributed_type"] == "DEEPSPEED"
     ds = doc["deepspeed_config"]
     assert (ROOT / ds["deepspeed_config_file"]).is_file()
-    # with deepspeed_config_file, accelerate refuses these beside it (DESIGN.md)
+    # with deepspeed_config_file, accelerate refuses these beside it (measured on accelerate 1.x)
     assert "mixed_precision" not in doc and "zero3_init_flag" not in ds
 
 
