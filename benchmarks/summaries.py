@@ -107,7 +107,7 @@ def main() -> None:
             sums = score_group(teacher, student, processor, group[0]["prompt"], images[qid], comps, 0.2, plan, cfg)
             refs = exact_float64(teacher, student, processor, group[0]["prompt"], images[qid], comps, plan)
             for r, summ, e in zip(group, sums, refs):
-                row = token_stats_row(r["response_id"], summ, teacher_model_id="t", teacher_mask_ratio=0.2,
+                row = token_stats_row(r["response_id"], summ, iteration_id="it", teacher_model_id="t", teacher_mask_ratio=0.2,
                                       student_model_id="s", top_k=k)
                 rows["fx16 (ours)"].append(row)
                 rows["float32"].append(float32_row(row, summ))

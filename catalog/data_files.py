@@ -1,20 +1,28 @@
 """Data files under a catalog's data path, written by pyarrow: by a commit in this process, or by
 a shard worker in another one (which streams the path back to the process that registers it,
 ``CommitBuilder.add_file``). A file written and never registered is an orphan that
-``Catalog.delete_orphaned_files`` removes."""
+``Catalog.delete_orphaned_files`` removes.
+
+A partitioned table's file holds one partition value and lives under ``<column>=<value>/`` in the
+table's folder: DuckLake reads the value from that path when the file is registered, and a
+commit then checks ids (and the stages read) within a partition only."""
 
 from __future__ import annotations
 
+import re
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from catalog.conform import conform
 from schemas.config import CatalogConfig
-from schemas.tables import table_spec
+from schemas.errors import SchemaMismatchError
+from schemas.tables import TableSpec, table_spec
 
 FILE_PREFIX = "masters-"
 
@@ -28,9 +36,42 @@ def filesystem(data_path: str) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), root
 
 
-def data_file_path(root: str, name: str) -> str:
-    """A new, unique data file path for table ``name`` under the data root."""
-    return f"{root}main/{name}/{FILE_PREFIX}{uuid.uuid4().hex}.parquet"
+_PARTITION_VALUE = re.compile(r"[0-9A-Za-z_.:-]+")
+
+
+def data_file_path(root: str, name: str, partition: tuple[str, str] | None = None) -> str:
+    """A new, unique data file path for table ``name`` under the data root (in the folder of
+    ``partition`` = (column, value) when the table is partitioned)."""
+    folder = f"{root}main/{name}/" + (f"{partition[0]}={partition[1]}/" if partition else "")
+    return f"{folder}{FILE_PREFIX}{uuid.uuid4().hex}.parquet"
+
+
+def partition_values(spec: TableSpec, table: pa.Table) -> list[str]:
+    """The distinct partition values of a conformed table (empty for an unpartitioned table);
+    a value that cannot name a folder is refused, naming the row."""
+    if spec.partition is None or table.num_rows == 0:
+        return []
+    values = pc.unique(table.column(spec.partition)).to_pylist()
+    for v in values:
+        if not _PARTITION_VALUE.fullmatch(v):
+            row = pc.index(table.column(spec.partition), v).as_py()
+            raise SchemaMismatchError(spec.name, spec.partition,
+                                      f"row {row}: {v!r} is not a content-hash id (letters, digits, '_.:-')")
+    return sorted(values)
+
+
+def split_by_partition(spec: TableSpec, table: pa.Table) -> Iterator[tuple[tuple[str, str] | None, pa.Table]]:
+    """(partition, rows) pieces of a conformed table: one per partition value, or the whole
+    table for an unpartitioned one."""
+    values = partition_values(spec, table)
+    if spec.partition is None:
+        yield None, table
+    elif len(values) == 1:
+        yield (spec.partition, values[0]), table
+    else:
+        column = table.column(spec.partition)
+        for v in values:
+            yield (spec.partition, v), table.filter(pc.equal(column, v))
 
 
 def write_data_file(fs: pafs.FileSystem, path: str, table: pa.Table, row_group_size: int) -> None:
@@ -40,13 +81,17 @@ def write_data_file(fs: pafs.FileSystem, path: str, table: pa.Table, row_group_s
     pq.write_table(table, fs_path, filesystem=fs, row_group_size=row_group_size)
 
 
-def write_table_file(config: CatalogConfig, name: str, data: pa.Table) -> str:
+def write_table_files(config: CatalogConfig, name: str, data: pa.Table) -> list[str]:
     """Conform ``data`` to table ``name``'s schema (SchemaMismatchError naming the column when it
-    does not fit) and write it as a new data file of that table; returns its path. Needs no
-    connection to the catalog: shard workers call it while one driver process registers."""
+    does not fit) and write it as new data files of that table, one per partition; returns their
+    paths. Needs no connection to the catalog: shard workers call it while one driver process
+    registers."""
     spec = table_spec(name)
     table = conform(spec, data)
     fs, root = filesystem(config.data_path)
-    path = data_file_path(root, name)
-    write_data_file(fs, path, table, config.row_group_size)
-    return path
+    paths = []
+    for partition, rows in split_by_partition(spec, table):
+        path = data_file_path(root, name, partition)
+        write_data_file(fs, path, rows, config.row_group_size)
+        paths.append(path)
+    return paths

@@ -6,11 +6,9 @@ Offline, the extension comes from the PyPI packages ``duckdb-extensions`` +
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 
 import duckdb
@@ -74,6 +72,51 @@ def load_extensions(con: duckdb.DuckDBPyConnection, config: CatalogConfig) -> No
     con.execute(f"SET extension_directory = '{_sql_str(ext_dir)}'")
     for name in extensions_for(config):
         load_extension(con, name)
+    if config.data_path.startswith("s3://"):
+        secret = s3_secret_sql(os.environ)
+        if secret:
+            con.execute(secret)
+
+
+def s3_endpoint(env: Mapping[str, str]) -> str | None:
+    """The S3 endpoint URL the AWS environment names (AWS_ENDPOINT_URL_S3, else AWS_ENDPOINT_URL),
+    None for AWS itself. pyarrow's S3 filesystem reads the same variables."""
+    return env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None
+
+
+def s3_secret_sql(env: Mapping[str, str]) -> str | None:
+    """A temporary (this connection only) DuckDB S3 secret from the usual AWS environment:
+    AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION (or
+    AWS_DEFAULT_REGION) and the endpoint (:func:`s3_endpoint`; path-style URLs then, as S3-compatible
+    servers expect). None without AWS_ACCESS_KEY_ID: DuckDB's own persistent secrets apply. The
+    credentials stay in this process: nothing here is written to the catalog or printed."""
+    key = env.get("AWS_ACCESS_KEY_ID")
+    if not key:
+        return None
+    parts = [("KEY_ID", key), ("SECRET", env.get("AWS_SECRET_ACCESS_KEY", ""))]
+    if env.get("AWS_SESSION_TOKEN"):
+        parts.append(("SESSION_TOKEN", env["AWS_SESSION_TOKEN"]))
+    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+    if region:
+        parts.append(("REGION", region))
+    endpoint = s3_endpoint(env)
+    if endpoint:
+        scheme, _, host = endpoint.partition("://") if "://" in endpoint else ("https", "", endpoint)
+        parts += [("ENDPOINT", host.rstrip("/")), ("URL_STYLE", "path")]
+        use_ssl = "true" if scheme == "https" else "false"
+    else:
+        use_ssl = "true"
+    body = ", ".join(f"{k} '{_sql_str(v)}'" for k, v in parts)
+    return f"CREATE OR REPLACE TEMPORARY SECRET masters_s3 (TYPE s3, {body}, USE_SSL {use_ssl})"
+
+
+_PASSWORD_RE = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+
+
+def redact(uri: str) -> str:
+    """A catalog URI fit for a message or a log line: a PostgreSQL conninfo's password hidden."""
+    uri = _PASSWORD_RE.sub(r"\1***", uri)
+    return re.sub(r"(postgres(?:ql)?://[^:/@\s]+:)[^@\s]+@", r"\1***@", uri)
 
 
 def local_catalog_file(uri: str) -> Path | None:
@@ -122,7 +165,11 @@ def attach(config: CatalogConfig, *, read_only: bool, create: bool) -> duckdb.Du
         Path(config.data_path).mkdir(parents=True, exist_ok=True)
     con = duckdb.connect()
     load_extensions(con, config)
-    options = [f"DATA_PATH '{_sql_str(config.data_path)}'", "DATA_INLINING_ROW_LIMIT 0"]
+    # the data path is the configuration's, not the one stored at creation: a copied or moved
+    # folder catalog opens where it is (data file paths are stored relative to it), and
+    # --data-path repoints any catalog (check_data_path refuses a path holding none of its files)
+    options = [f"DATA_PATH '{_sql_str(config.data_path)}'", "OVERRIDE_DATA_PATH true",
+               "DATA_INLINING_ROW_LIMIT 0"]
     if read_only:
         options.append("READ_ONLY")
     try:
@@ -132,16 +179,41 @@ def attach(config: CatalogConfig, *, read_only: bool, create: bool) -> duckdb.Du
         m = _LOCK_RE.search(str(exc))
         if m:
             raise CatalogLockedError(
-                f"the catalog {config.uri} is locked by another process (PID {m['pid']}, "
+                f"the catalog {redact(config.uri)} is locked by another process (PID {m['pid']}, "
                 f"{m['prog']}). A DuckDB-file catalog admits one writer process at a time: wait "
                 "for it to finish, or use a ducklake:sqlite: or ducklake:postgres: catalog for "
                 "concurrent workers."
             ) from None
-        raise CatalogError(f"cannot attach catalog {config.uri}: {exc}") from None
+        raise CatalogError(f"cannot attach catalog {redact(config.uri)}: {redact(str(exc))}") from None
+    try:
+        check_data_path(con, config)
+    except BaseException:
+        con.close()
+        raise
     con.execute(f"USE {ALIAS}")
     if read_only:
         lock_down(con, config)
     return con
+
+
+def stored_data_path(con: duckdb.DuckDBPyConnection) -> str | None:
+    row = con.execute(f"SELECT value FROM {METADATA_SCHEMA}.ducklake_metadata WHERE key = 'data_path'").fetchone()
+    return row[0] if row else None
+
+
+def check_data_path(con: duckdb.DuckDBPyConnection, config: CatalogConfig) -> None:
+    """Refuse a local data path other than the stored one that holds none of the catalog's data
+    files (a typo, or a catalog copied without its data folder): reads would fail file by file."""
+    stored = stored_data_path(con)
+    given = config.data_path
+    if stored is None or stored.rstrip("/") == given.rstrip("/") or "://" in given:
+        return
+    has_files = con.execute(f"SELECT count(*) FROM {METADATA_SCHEMA}.ducklake_data_file").fetchone()[0]
+    if has_files and not (Path(given) / "main").is_dir():
+        raise CatalogError(
+            f"the catalog's data files were written under {stored}, and the data path {given} holds "
+            "none of them (no main/ folder): pass the folder that holds them with --data-path, or "
+            "copy the catalog together with its data folder")
 
 
 def lock_down(con: duckdb.DuckDBPyConnection, config: CatalogConfig) -> None:
@@ -151,23 +223,3 @@ def lock_down(con: duckdb.DuckDBPyConnection, config: CatalogConfig) -> None:
         con.execute(f"SET allowed_directories = ['{_sql_str(config.data_path)}']")
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
-
-
-@contextmanager
-def writer_lock(config: CatalogConfig) -> Iterator[None]:
-    """Held around every commit. Processes writing one SQLite-backed catalog take turns through
-    an exclusive lock on ``<catalog file>.lock`` (SQLite itself would answer "database is
-    locked" to a second writer's COMMIT); other catalogs need none here (a DuckDB file admits
-    one writer process; PostgreSQL arbitrates its own transactions)."""
-    rest = config.uri.removeprefix("ducklake:")
-    if not rest.startswith("sqlite:"):
-        yield
-        return
-    path = Path(rest.removeprefix("sqlite:") + ".lock")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -6,6 +6,13 @@ skipped and counted. Data files are written by pyarrow and registered with
 ``ducklake_add_data_files`` (faster than DuckDB's own writer); a crash before COMMIT leaves the
 catalog at its previous version, and the unregistered files are orphans that
 :meth:`Catalog.delete_orphaned_files` removes.
+
+Concurrent writers: the appends of a commit write their Parquet files with no lock held (ids
+already in the catalog are dropped first); at the end of the block the writer lock
+(``catalog.locks``) is taken, the files' ids are checked again against what other writers
+committed meanwhile (within the files' partitions), and the files are registered and committed.
+So processes writing one shared catalog never store an id twice and lose no committed row, while
+their expensive writes stay parallel.
 """
 
 from __future__ import annotations
@@ -26,8 +33,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from catalog.conform import conform, iter_tables
-from catalog.data_files import data_file_path, filesystem, write_data_file
-from catalog.engine import ALIAS, METADATA_SCHEMA, attach, local_catalog_file, writer_lock
+from catalog.data_files import data_file_path, filesystem, partition_values, split_by_partition, write_data_file
+from catalog.engine import ALIAS, METADATA_SCHEMA, attach, local_catalog_file
+from catalog.locks import WriterLock, writer_lock
 from catalog.sql_guard import check_read_only, qualified_tables
 from catalog.types import ddl_for
 from schemas.config import CatalogConfig
@@ -61,11 +69,13 @@ class Catalog:
     """A Gen-Data catalog. Open with :meth:`open` (read-write, creates tables) or
     :meth:`open_read_only` (shared, refuses writes)."""
 
-    def __init__(self, config: CatalogConfig, con: duckdb.DuckDBPyConnection, read_only: bool):
+    def __init__(self, config: CatalogConfig, con: duckdb.DuckDBPyConnection, read_only: bool,
+                 lock: WriterLock | None = None):
         self.config = config
         self._con = con
         self.read_only = read_only
         self._in_commit = False
+        self._lock = lock or writer_lock(config)
         self._fs, self._data_root = filesystem(config.data_path)
 
     # --- opening -------------------------------------------------------------------------------
@@ -75,9 +85,14 @@ class Catalog:
         """Open for reading and writing (one process at a time for a DuckDB-file catalog);
         ``create=False`` refuses a catalog that does not exist yet."""
         config = _as_config(config)
-        with writer_lock(config):  # several workers may create a shared catalog at once
-            cat = cls(config, attach(config, read_only=False, create=create), read_only=False)
-            cat._ensure_tables()
+        lock = writer_lock(config)
+        try:
+            with lock.held():  # several workers may create a shared catalog at once
+                cat = cls(config, attach(config, read_only=False, create=create), read_only=False, lock=lock)
+                cat._ensure_tables()
+        except BaseException:
+            lock.close()
+            raise
         return cat
 
     @classmethod
@@ -98,6 +113,7 @@ class Catalog:
         if self._con is not None:
             self._con.close()
             self._con = None
+        self._lock.close()
 
     def __enter__(self) -> "Catalog":
         return self
@@ -123,6 +139,8 @@ class Catalog:
             try:
                 for spec in missing:
                     self._con.execute(ddl_for(f"{ALIAS}.{spec.name}", spec.schema))
+                    if spec.partition:
+                        self._con.execute(f"ALTER TABLE {ALIAS}.{spec.name} SET PARTITIONED BY ({_q(spec.partition)})")
                 self._set_commit_message("create tables", {"stage": "init",
                                          "tables": [s.name for s in missing]})
                 self._con.execute("COMMIT")
@@ -283,17 +301,25 @@ class Catalog:
         finally:
             self._con.execute(f"USE {ALIAS}")
 
-    def existing_ids(self, name: str, ids: pa.Array, version: int | None = None) -> pa.Array:
-        """The subset of ``ids`` already present in table ``name``."""
+    def existing_ids(self, name: str, ids: pa.Array, version: int | None = None,
+                     partitions: Sequence[str] | None = None) -> pa.Array:
+        """The subset of ``ids`` already present in table ``name``; with ``partitions`` (values of
+        the table's partition column that the ids' rows belong to) only those partitions are read."""
         spec = table_spec(name)
         if version is not None and not self.table_exists_at(name, self.check_version(version)):
             return pa.array([], pa.string())
+        if len(ids) == 0:
+            return pa.array([], pa.string())
+        where = ""
+        if partitions is not None and spec.partition:
+            # literals, so that DuckLake skips the other partitions' files when planning
+            where = f"{_q(spec.partition)} IN ({', '.join(_lit(v) for v in partitions)}) AND "
         probe = pa.table({"id": ids})
         self._con.register("_masters_probe", probe)
         try:
             res = self._con.execute(
                 f"SELECT DISTINCT {_q(spec.id_column)} FROM {self.table_ref(name, version)} "
-                f"WHERE {_q(spec.id_column)} IN (SELECT id FROM _masters_probe)").to_arrow_table()
+                f"WHERE {where}{_q(spec.id_column)} IN (SELECT id FROM _masters_probe)").to_arrow_table()
         finally:
             self._con.unregister("_masters_probe")
         return res.column(0).combine_chunks().cast(pa.string())
@@ -313,8 +339,11 @@ class Catalog:
                 tx.append("responses", batch)
             tx.result.version
 
-        Any exception inside the block rolls everything back and deletes the files written.
-        A commit that adds no new row creates no version.
+        The appends write their files inside the block; at its end the writer lock is taken, the
+        ids are checked once more and everything is registered in one DuckLake transaction, so
+        ``tx.result`` is final only after the block. Any exception inside the block rolls
+        everything back and deletes the files written. A commit that adds no new row creates no
+        version.
         """
         if self.read_only:
             raise MastersError("this catalog was opened read-only; open it with Catalog.open()")
@@ -324,32 +353,47 @@ class Catalog:
         meta = {k: v for k, v in meta.items() if v is not None}
         builder = CommitBuilder(self)
         self._in_commit = True
-        lock = writer_lock(self.config)  # serialises writers of a shared SQLite catalog
-        lock.__enter__()
-        self._con.execute("BEGIN")
+        try:
+            try:
+                yield builder
+            except BaseException:
+                builder.discard_files()
+                raise
+            if builder.pending:
+                self._register(builder, message, meta)
+        finally:
+            self._in_commit = False
+
+    def _register(self, builder: "CommitBuilder", message: str, meta: dict[str, Any]) -> None:
+        """The short locked step: check the pending files' ids against the catalog as it is now,
+        register them and COMMIT (or ROLLBACK when nothing is new)."""
         commit_sent = False
         try:
-            yield builder
-            if sum(builder.result.added.values()) == 0:
-                self._con.execute("ROLLBACK")
-            else:
-                self._set_commit_message(message, meta)
-                commit_sent = True
-                self._con.execute("COMMIT")
-                builder.result.version = self.current_version()
+            with self._lock.held():
+                self._con.execute("BEGIN")
+                try:
+                    builder.register_pending()
+                    if sum(builder.result.added.values()) == 0:
+                        self._con.execute("ROLLBACK")
+                        builder.discard_files()
+                        return
+                    self._set_commit_message(message, meta)
+                    commit_sent = True
+                    self._con.execute("COMMIT")
+                    builder.result.version = self.current_version()
+                except BaseException:
+                    if not commit_sent:
+                        try:
+                            self._con.execute("ROLLBACK")
+                        except duckdb.Error:
+                            pass
+                    raise
         except BaseException:
             if not commit_sent:
-                try:
-                    self._con.execute("ROLLBACK")
-                except duckdb.Error:
-                    pass
                 builder.discard_files()
             # once COMMIT was sent, the files may belong to a committed version: they stay, and
             # if the commit did not land they are orphans for delete_orphaned_files()
             raise
-        finally:
-            self._in_commit = False
-            lock.__exit__(None, None, None)
 
     def append(self, name: str, data: Any, message: str, **metadata: Any) -> CommitResult:
         """Append to one table in a commit of its own."""
@@ -381,52 +425,75 @@ class Catalog:
         return int(res[0])
 
 
+@dataclass
+class PendingFile:
+    """A data file written by this commit (or handed to it), not registered yet."""
+
+    table: str
+    path: str  # as the catalog names it (a URI for object storage)
+    ids: pa.Array
+    partitions: list[str]
+    rows: int
+
+
 class CommitBuilder:
     """Collects the appends of one commit; see :meth:`Catalog.commit`."""
 
     def __init__(self, catalog: Catalog):
         self._cat = catalog
-        self._files: list[str] = []
+        self._files: list[str] = []  # filesystem paths this commit owns (deleted on rollback)
+        self.pending: list[PendingFile] = []
+        self._seen: dict[str, list[pa.Array]] = {}  # ids appended earlier in this commit, per table
         self.result = CommitResult()
 
     def append(self, name: str, data: Any, unique_ids: bool = False) -> tuple[int, int]:
         """Append rows (Arrow, polars, row dicts, or an iterable of batches) to table ``name``.
-        Returns (added, skipped); rows whose id exists (in the catalog or earlier in this commit)
-        are skipped. Each chunk becomes one Parquet file, so memory stays bounded by a chunk.
-        ``unique_ids=True`` promises no id repeats *within* a chunk (e.g. a query that yields one
-        row per key), which skips that check; ids already in the catalog are still skipped."""
+        Returns (added, skipped) as far as known now; rows whose id exists (in the catalog or
+        earlier in this commit) are skipped, and ``tx.result`` after the block also counts the
+        rows another writer committed meanwhile. Each chunk becomes one Parquet file per
+        partition, so memory stays bounded by a chunk. ``unique_ids=True`` promises no id repeats
+        within ``data`` (e.g. a query that yields one row per key), which skips that check; ids
+        already in the catalog are still skipped."""
         spec = table_spec(name)
         added = skipped = 0
         self.result.added.setdefault(name, 0)
         self.result.skipped.setdefault(name, 0)
+        earlier = list(self._seen.get(name, []))  # other appends' ids: this append's own are unique
         for chunk in iter_tables(data):
-            a, s = self._append_chunk(spec, chunk, unique_ids)
+            a, s = self._append_chunk(spec, chunk, unique_ids, earlier)
             added, skipped = added + a, skipped + s
             self.result.added[name] += a  # per chunk: a later failing chunk keeps these counted
             self.result.skipped[name] += s
         return added, skipped
 
-    def _append_chunk(self, spec: TableSpec, chunk: pa.Table, unique_ids: bool = False) -> tuple[int, int]:
+    def _append_chunk(self, spec: TableSpec, chunk: pa.Table, unique_ids: bool,
+                      earlier: list[pa.Array]) -> tuple[int, int]:
         if chunk.num_rows == 0:
             return 0, 0
         table = conform(spec, chunk)
         ids = table.column(spec.id_column).combine_chunks()
-        first = pa.array([True] * len(ids)) if unique_ids else pl.from_arrow(ids).is_first_distinct().to_arrow()
-        keep = first
-        present = self._cat.existing_ids(spec.name, ids if unique_ids else pc.filter(ids, first))
+        keep = pa.array([True] * len(ids)) if unique_ids else pl.from_arrow(ids).is_first_distinct().to_arrow()
+        seen = self._seen.get(spec.name, []) if not unique_ids else earlier
+        if seen:
+            keep = pc.and_(keep, pc.invert(pc.is_in(ids, value_set=pa.concat_arrays(seen))))
+        candidates = pc.filter(ids, keep)
+        present = self._cat.existing_ids(spec.name, candidates, partitions=partition_values(spec, table))
         if len(present):
-            keep = pc.and_(first, pc.invert(pc.is_in(ids, value_set=present)))
+            keep = pc.and_(keep, pc.invert(pc.is_in(ids, value_set=present)))
         kept = table if pc.all(keep).as_py() else table.filter(keep)
         if kept.num_rows:
-            self._write_and_register(spec.name, kept)
+            self._seen.setdefault(spec.name, []).append(kept.column(spec.id_column).combine_chunks())
+            self._write(spec, kept)
         return kept.num_rows, table.num_rows - kept.num_rows
 
     def add_file(self, name: str, path: str) -> tuple[int, int]:
         """Register a Parquet file written by another process under the catalog's data path
-        (``catalog.data_files.write_data_file``, e.g. by a shard worker). Its schema must be the
-        table's and its ids are checked as an append's are: a file whose ids are all new is
+        (``catalog.data_files.write_table_files``, e.g. by a shard worker). Its schema must be the
+        table's, and a partitioned table's file must hold one partition value and lie in that
+        partition's folder. Its ids are checked as an append's are: a file whose ids are all new is
         registered as it is; otherwise its new rows are written to a file of their own and the
-        original is deleted. Returns (added, skipped). On rollback the file is deleted."""
+        original is deleted. Returns (added, skipped) as far as known now. On rollback the file
+        is deleted."""
         spec = table_spec(name)
         fs_path = _fs_path(path)
         if not path.startswith(self._cat._data_root):
@@ -439,30 +506,67 @@ class CommitBuilder:
             raise CatalogError(f"cannot read the data file {path} for table '{name}': {exc}") from None
         if not schema.remove_metadata().equals(spec.schema):
             raise SchemaMismatchError(name, None, f"the data file {path} does not have the table's schema")
-        ids = pq.read_table(fs_path, columns=[spec.id_column], filesystem=self._cat._fs).column(0).combine_chunks()
+        columns = [spec.id_column] + ([spec.partition] if spec.partition else [])
+        head = pq.read_table(fs_path, columns=columns, filesystem=self._cat._fs)
+        ids = head.column(spec.id_column).combine_chunks()
+        parts = partition_values(spec, head)
+        if spec.partition and parts and (len(parts) > 1 or f"/{spec.partition}={parts[0]}/" not in path):
+            raise CatalogError(f"the data file {path} of table '{name}' must hold one {spec.partition} and lie in "
+                               f"its folder ({spec.partition}=VALUE/): write it with catalog.data_files.write_table_files")
         self.result.added.setdefault(name, 0)
         self.result.skipped.setdefault(name, 0)
         first = pl.from_arrow(ids).is_first_distinct().to_arrow()
-        present = self._cat.existing_ids(spec.name, pc.filter(ids, first)) if len(ids) else pa.array([], pa.string())
+        seen = self._seen.get(name, [])
+        if seen:
+            first = pc.and_(first, pc.invert(pc.is_in(ids, value_set=pa.concat_arrays(seen))))
+        present = self._cat.existing_ids(spec.name, pc.filter(ids, first), partitions=parts)
         keep = pc.and_(first, pc.invert(pc.is_in(ids, value_set=present))) if len(present) else first
         kept = int(pc.sum(keep).as_py() or 0)
         if kept == len(ids):
-            self._register(name, path)
+            self.pending.append(PendingFile(name, path, ids, parts, len(ids)))
+            self._seen.setdefault(name, []).append(ids)
         else:
             if kept:
                 table = pq.read_table(fs_path, filesystem=self._cat._fs).filter(keep)
-                self._write_and_register(name, table)
+                self._seen.setdefault(name, []).append(table.column(spec.id_column).combine_chunks())
+                self._write(spec, table)
             self._files.remove(fs_path)
             self._cat._fs.delete_file(fs_path)
         self.result.added[name] += kept
         self.result.skipped[name] += len(ids) - kept
         return kept, len(ids) - kept
 
-    def _write_and_register(self, name: str, table: pa.Table) -> None:
-        path = self._cat.data_file_path(name)
-        self._files.append(_fs_path(path))
-        write_data_file(self._cat._fs, path, table, self._cat.config.row_group_size)
-        self._register(name, path)
+    def _write(self, spec: TableSpec, table: pa.Table) -> None:
+        for partition, rows in split_by_partition(spec, table):
+            path = data_file_path(self._cat._data_root, spec.name, partition)
+            self._files.append(_fs_path(path))
+            write_data_file(self._cat._fs, path, rows, self._cat.config.row_group_size)
+            ids = rows.column(spec.id_column).combine_chunks()
+            self.pending.append(PendingFile(spec.name, path, ids, [partition[1]] if partition else [], rows.num_rows))
+
+    def register_pending(self) -> None:
+        """Inside the locked transaction: drop from each pending file the ids committed by
+        others since it was written (rewriting the file, rarely), and register the files."""
+        recheck = not self._cat.single_writer  # a DuckDB-file catalog has no other writer
+        for f in list(self.pending):
+            spec = table_spec(f.table)
+            present = (self._cat.existing_ids(f.table, f.ids, partitions=f.partitions or None)
+                       if recheck else pa.array([], pa.string()))
+            if len(present):
+                keep = pc.invert(pc.is_in(f.ids, value_set=present))
+                table = pq.read_table(_fs_path(f.path), filesystem=self._cat._fs).filter(keep)
+                self._cat._fs.delete_file(_fs_path(f.path))
+                self._files.remove(_fs_path(f.path))
+                self.result.added[f.table] -= len(present)
+                self.result.skipped[f.table] += len(present)
+                if table.num_rows == 0:
+                    continue
+                path = data_file_path(self._cat._data_root, f.table,
+                                      (spec.partition, f.partitions[0]) if f.partitions else None)
+                self._files.append(_fs_path(path))
+                write_data_file(self._cat._fs, path, table, self._cat.config.row_group_size)
+                f = PendingFile(f.table, path, table.column(spec.id_column).combine_chunks(), f.partitions, table.num_rows)
+            self._register(f.table, f.path)
 
     def _register(self, name: str, path: str) -> None:
         try:
@@ -477,6 +581,7 @@ class CommitBuilder:
             except (OSError, FileNotFoundError):
                 pass
         self._files.clear()
+        self.pending.clear()
 
 
 def _as_config(config: CatalogConfig | str | os.PathLike) -> CatalogConfig:
@@ -502,6 +607,10 @@ def _ranges(values: list[int]) -> str:
         if v is not None:
             start = prev = v
     return ", ".join(out)
+
+
+def _lit(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
 
 
 def _q(identifier: str) -> str:

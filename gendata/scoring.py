@@ -157,7 +157,7 @@ def score_group(teacher, student, processor, prompt: str, image, completions: Se
     return out
 
 
-def token_stats_row(response_id: str, summary: TokenSummary, *, teacher_model_id: str,
+def token_stats_row(response_id: str, summary: TokenSummary, *, iteration_id: str, teacher_model_id: str,
                     teacher_mask_ratio: float, student_model_id: str, top_k: int,
                     now: datetime | None = None) -> dict:
     n = len(summary.jsd)
@@ -169,7 +169,7 @@ def token_stats_row(response_id: str, summary: TokenSummary, *, teacher_model_id
     return {
         "stats_id": ids.token_stats_id(response_id, teacher_model_id, teacher_mask_ratio,
                                        student_model_id, top_k, codec.ENCODING),
-        "response_id": response_id, "teacher_model_id": teacher_model_id,
+        "response_id": response_id, "iteration_id": iteration_id, "teacher_model_id": teacher_model_id,
         "teacher_mask_ratio": teacher_mask_ratio, "student_model_id": student_model_id,
         "encoding": codec.ENCODING, "top_k": top_k, "num_tokens": n,
         "student_logprobs": summary.student_logprobs.astype(np.float32),
@@ -194,7 +194,7 @@ def score_responses(teacher, student, processor, responses: pa.Table,
         plan = plan_masks(teacher, [teacher_mask_ratio], mask_spec)
     lookup = image_of if callable(image_of) else image_of.__getitem__
     by_q: dict[tuple[str, str], list[dict]] = {}
-    for r in responses.select(["response_id", "question_id", "prompt", "token_ids"]).to_pylist():
+    for r in responses.select(["response_id", "iteration_id", "question_id", "prompt", "token_ids"]).to_pylist():
         sid = ids.token_stats_id(r["response_id"], teacher_model_id, teacher_mask_ratio,
                                  student_model_id, config.top_k, codec.ENCODING)
         if skip and sid in skip:
@@ -208,7 +208,7 @@ def score_responses(teacher, student, processor, responses: pa.Table,
             continue
         sums = score_group(teacher, student, processor, prompt, lookup(qid),
                            [r["token_ids"] for r in group], teacher_mask_ratio, plan, config, mask_spec)
-        rows += [token_stats_row(r["response_id"], s, teacher_model_id=teacher_model_id,
+        rows += [token_stats_row(r["response_id"], s, iteration_id=r["iteration_id"], teacher_model_id=teacher_model_id,
                                  teacher_mask_ratio=teacher_mask_ratio, student_model_id=student_model_id,
                                  top_k=config.top_k) for r, s in zip(group, sums)]
         done_groups += 1

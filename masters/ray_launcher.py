@@ -5,7 +5,7 @@ batches it serves (``ModelCache``), and its stage's producer across the stage's 
 stage, the driver asks the catalog for the todo once (light units: ids), splits it by shard
 (``shard_of(unit.key, N)``) and keeps two batches in flight per actor: it hydrates a batch (its
 images, token ids... read from the catalog) and sends it; the actor produces the rows, writes
-them as Parquet files under the catalog's data path (``catalog.data_files.write_table_file``: the
+them as Parquet files under the catalog's data path (``catalog.data_files.write_table_files``: the
 actor never opens the catalog) and answers with the paths. As each answer arrives the driver,
 the only writer, registers the batch in one commit with the ids checked
 (``CommitBuilder.add_file``) and sends that shard its next batch, so memory holds the batches in
@@ -55,14 +55,14 @@ class ShardWorker:
         """One hydrated batch of stage ``stage_name`` (the producer is opened at the stage's first
         batch, named by ``token``): the files written under ``catalog_config``'s data path,
         {"files": {table: [path]}, "counts": {...}}."""
-        from catalog.data_files import write_table_file
+        from catalog.data_files import write_table_files
 
         s = stage(stage_name)
         if token != self._token:
             self.end()
             self._producer, self._token = s.open(scope, self.models), token
         tables = counted(self._producer.produce(units))
-        files = {name: [write_table_file(catalog_config, name, t)] for name, t in tables.items()}
+        files = {name: write_table_files(catalog_config, name, t) for name, t in tables.items()}
         faults.point(f"{s.fault}-written", shard=self.index)  # files written, not yet registered
         return {"files": files, "counts": value_counts(s, tables)}
 

@@ -62,12 +62,12 @@ def report_data(catalog: Catalog, run_id: str) -> dict:
                 if e["iteration"] is None and roles.get(e["model_id"]) == "teacher"}
     # the reward config the run's snapshots carry (a later re-scoring of the run adds others)
     rewards = q("SELECT it.iteration, r.source, w.reward, w.divergence, w.r_acc FROM rewards w "
-                "JOIN responses r USING (response_id) JOIN iterations it USING (iteration_id) "
+                "JOIN responses r USING (response_id, iteration_id) JOIN iterations it USING (iteration_id) "
                 "WHERE it.run_id = $r AND w.reward_config_id IN (SELECT s.reward_config_id FROM snapshots s "
                 "JOIN iterations i2 ON i2.iteration_id = s.iteration_id WHERE i2.run_id = $r)",
                 params={"r": run_id}).to_pylist()
     verdicts = q("SELECT it.iteration, r.source, v.state, v.score, count(*) AS n FROM verdicts v "
-                 "JOIN responses r USING (response_id) JOIN iterations it USING (iteration_id) "
+                 "JOIN responses r USING (response_id, iteration_id) JOIN iterations it USING (iteration_id) "
                  "WHERE it.run_id = $r GROUP BY ALL ORDER BY ALL", params={"r": run_id}).to_pylist()
     snaps = q("SELECT s.name, s.catalog_version, s.num_rows, s.manifest_sha256 FROM snapshots s "
               "JOIN iterations it ON it.iteration_id = s.iteration_id WHERE it.run_id = $r "

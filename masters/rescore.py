@@ -51,15 +51,16 @@ def rescore(catalog: Catalog, config: RewardConfig, *, iteration: int | None = N
     responses = queries.scoped_responses_sql(catalog, iteration, run_id, version)
     check_hex_ids(con, responses)
     total = con.execute(f"SELECT count(*) FROM {responses}").fetchone()[0]
-    sql = reward_sql(config, responses, t["verdicts"], t["token_stats"], t["iterations"])
+    sql = reward_sql(config, responses, t["verdicts"], t["token_stats"], t["iterations"],
+                     queries.iteration_ids_in_scope(catalog, iteration, run_id))
     with catalog.commit(f"rescore {config.id}", stage="rescore", reward_config_id=config.id,
                         judge_id=config.judge_id, iteration=iteration, read_version=version) as tx:
         tx.append("reward_configs", [reward_config_row(config)])
         stream = con.cursor()  # streams the result while the commit's statements run on `con`
         try:
             # one row per response by construction: no within-chunk duplicate check needed
-            added, skipped = tx.append("rewards", stream.execute(sql).to_arrow_reader(rows_per_file),
-                                       unique_ids=True)
+            tx.append("rewards", stream.execute(sql).to_arrow_reader(rows_per_file), unique_ids=True)
         finally:
             stream.close()
+    added, skipped = tx.result.added["rewards"], tx.result.skipped["rewards"]
     return RescoreResult(tx.result.version, added, skipped, total - added - skipped)

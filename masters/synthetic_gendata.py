@@ -87,7 +87,7 @@ def synthetic_gendata(num_questions: int = 8, responses_per_source: int = 4, tok
                 topk_lp = np.sort(np.log(rng.dirichlet(np.ones(top_k + 1), n)[:, :top_k]), axis=1)[:, ::-1]
                 stats.append({
                     "stats_id": ids.token_stats_id(rid, teacher, mask_ratio, student, top_k, codec.ENCODING),
-                    "response_id": rid, "teacher_model_id": teacher,
+                    "response_id": rid, "iteration_id": it_id, "teacher_model_id": teacher,
                     "teacher_mask_ratio": mask_ratio, "student_model_id": student,
                     "encoding": codec.ENCODING, "top_k": top_k, "num_tokens": n,
                     "student_logprobs": s_lp.tolist(),
@@ -98,7 +98,7 @@ def synthetic_gendata(num_questions: int = 8, responses_per_source: int = 4, tok
                     "teacher_topk_logprobs": codec.encode_logprobs(topk_lp.ravel()).tolist(),
                     "created_at": now})
                 verdicts.append({
-                    "verdict_id": ids.verdict_id(rid, JUDGE_ID), "response_id": rid,
+                    "verdict_id": ids.verdict_id(rid, JUDGE_ID), "response_id": rid, "iteration_id": it_id,
                     "judge_id": JUDGE_ID, "judge_kind": "exact", "score": float(right),
                     "extracted_answer": text, "raw_output": None, "latency_s": 0.0,
                     "state": "ok", "error": None, "created_at": now})

@@ -37,6 +37,7 @@ class JudgeItem:
     answer_type: str
     response: str
     choices: tuple[str, ...] = ()
+    iteration_id: str | None = None  # the response's iteration: needed for verdict rows
 
 
 @dataclass
@@ -138,7 +139,7 @@ def verdict_rows(judge: Judge, items: Sequence[JudgeItem], verdicts: Sequence[Ve
     attempts = attempts or {}
     return pa.Table.from_pylist([
         {"verdict_id": ids.verdict_id(i.response_id, jid, attempts.get(i.response_id, 0)),
-         "response_id": i.response_id,
+         "response_id": i.response_id, "iteration_id": i.iteration_id,
          "judge_id": jid, "judge_kind": judge.kind, "score": v.score,
          "extracted_answer": v.extracted_answer, "raw_output": v.raw_output,
          "latency_s": v.latency_s, "state": v.state, "error": v.error, "created_at": now}

@@ -21,6 +21,7 @@ reward row (a failed judgement is never a 0). Both are counted.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -35,7 +36,7 @@ SCALES = {"jsd": codec.JSD_SCALE, "kl_forward": codec.KL_SCALE, "kl_reverse": co
 
 
 def reward_sql(config: RewardConfig, responses: str, verdicts: str, token_stats: str,
-               iterations: str | None = None) -> str:
+               iterations: str | None = None, iteration_ids: Sequence[str] | None = None) -> str:
     """The query producing REWARDS rows; the arguments are SQL table references (catalog tables,
     possibly at a version, or registered Arrow tables). Values are inlined from the validated
     config (finite floats, hex ids). reward_id = ids.reward_id(response_id, config id), in SQL.
@@ -49,13 +50,15 @@ def reward_sql(config: RewardConfig, responses: str, verdicts: str, token_stats:
 
     It is :func:`reward_inputs_sql` (per-response inputs of complete groups) followed by
     :func:`reward_rows_sql` (the group normalisation), which a caller may also run apart."""
-    return reward_rows_sql(config, f"({reward_inputs_sql(config, responses, verdicts, token_stats, iterations)})")
+    return reward_rows_sql(config, f"({reward_inputs_sql(config, responses, verdicts, token_stats, iterations, iteration_ids)})")
 
 
 def reward_inputs_sql(config: RewardConfig, responses: str, verdicts: str, token_stats: str,
-                      iterations: str | None = None) -> str:
-    """Per response of a complete group: response_id, group_id, verdict_id, state, r_acc,
-    stats_id and D (the aggregated divergence). See :func:`reward_sql`."""
+                      iterations: str | None = None, iteration_ids: Sequence[str] | None = None) -> str:
+    """Per response of a complete group: response_id, iteration_id, group_id, verdict_id, state,
+    r_acc, stats_id and D (the aggregated divergence). See :func:`reward_sql`. ``iteration_ids``
+    (the responses' iterations, when the caller knows them) restricts the verdicts and summaries
+    read to those partitions, so the query's cost follows the iterations, not the catalog."""
     scale = SCALES[config.divergence]
     agg = "list_avg" if config.aggregation == "mean" else "list_sum"
     judge = config.judge_id.replace("'", "''")
@@ -63,15 +66,22 @@ def reward_inputs_sql(config: RewardConfig, responses: str, verdicts: str, token
         f" JOIN {responses} pr USING (response_id) JOIN {iterations} it ON it.iteration_id = pr.iteration_id "
         "WHERE ts.teacher_model_id = it.teacher_model_id AND ts.student_model_id = it.student_model_id "
         "AND abs(ts.teacher_mask_ratio - it.mask_ratio) < 1e-9")
+
+    def part(column: str, where_open: str = "x") -> str:
+        if iteration_ids is None:
+            return ""
+        values = ", ".join("'" + i.replace("'", "''") + "'" for i in iteration_ids) or "NULL"
+        return f" {'AND' if where_open else 'WHERE'} {column} IN ({values})"
+
     return f"""
         WITH v AS (SELECT response_id, verdict_id, score AS r_acc, state FROM {verdicts}
-                   WHERE judge_id = '{judge}' AND state IN ('ok', 'unparseable')),
+                   WHERE judge_id = '{judge}' AND state IN ('ok', 'unparseable'){part("iteration_id")}),
              s AS (SELECT ts.response_id, ts.stats_id,
                           {agg}(ts.{config.divergence})::DOUBLE / {scale} AS D
-                   FROM {token_stats} ts{pair}),
+                   FROM {token_stats} ts{pair}{part("ts.iteration_id", pair)}),
              d AS (SELECT response_id, min(stats_id) AS stats_id, arg_min(D, stats_id) AS D
                    FROM s GROUP BY response_id),
-             x AS (SELECT r.response_id, r.group_id, v.verdict_id, v.state, v.r_acc, d.stats_id, d.D
+             x AS (SELECT r.response_id, r.iteration_id, r.group_id, v.verdict_id, v.state, v.r_acc, d.stats_id, d.D
                    FROM {responses} r LEFT JOIN v USING (response_id) LEFT JOIN d USING (response_id))
         SELECT * FROM x
         QUALIFY bool_and(state IS NOT NULL AND D IS NOT NULL) OVER (PARTITION BY group_id)"""
@@ -90,7 +100,7 @@ def reward_rows_sql(config: RewardConfig, inputs: str) -> str:
                    FROM {inputs} AS c WHERE state = 'ok' WINDOW g AS (PARTITION BY group_id)),
              z AS (SELECT *, {config.w_acc!r} * r_acc + {config.w_distill!r} * r_distill AS reward FROM y)
         SELECT substr(sha256('{key_prefix}' || response_id || '{key_suffix}'), 1, 32) AS reward_id,
-               response_id, '{cid}' AS reward_config_id, group_id, verdict_id,
+               response_id, iteration_id, '{cid}' AS reward_config_id, group_id, verdict_id,
                stats_id AS token_stats_id, r_acc, D AS divergence, r_distill, reward,
                CASE WHEN stddev_samp(reward) OVER g > 0
                     THEN (reward - avg(reward) OVER g) / stddev_samp(reward) OVER g

@@ -3,6 +3,11 @@
 
 Every table has one id column, a content hash (see ``schemas.ids``): appending a row whose id is
 already present is a no-op. Nothing is ever updated in place.
+
+The per-response tables are partitioned by ``iteration_id``, which is part of what every one of
+their ids hashes (directly, or through the response id): a row can only collide with rows of its
+own iteration, so a commit checks its ids within that partition and its cost does not grow with
+the catalog's history (README, "Commits and concurrent writers").
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ class TableSpec:
     id_column: str
     schema: pa.Schema
     doc: str
+    partition: str | None = None  # column the table is partitioned by (one value per data file)
 
     @property
     def columns(self) -> list[str]:
@@ -114,11 +120,12 @@ RESPONSES = TableSpec("responses", "response_id", pa.schema([
     col("finish_reason", pa.string(), "stop / length"),
     col("num_tokens", pa.int32(), "len(token_ids)"),
     col("created_at", TS, "when the row was written"),
-]), "Every generated response, teacher and student, per iteration.")
+]), "Every generated response, teacher and student, per iteration.", partition="iteration_id")
 
 TOKEN_STATS = TableSpec("token_stats", "stats_id", pa.schema([
     col("stats_id", pa.string(), "hash of response, scoring pair, top-k and encoding"),
     col("response_id", pa.string(), "the response scored"),
+    col("iteration_id", pa.string(), "the response's iteration (the table's partition)"),
     col("teacher_model_id", pa.string(), "teacher checkpoint of the scoring pair"),
     col("teacher_mask_ratio", pa.float64(), "mask ratio applied to the teacher while scoring"),
     col("student_model_id", pa.string(), "student checkpoint of the scoring pair"),
@@ -133,11 +140,13 @@ TOKEN_STATS = TableSpec("token_stats", "stats_id", pa.schema([
     col("teacher_topk_ids", pa.list_(pa.int32()), "teacher top-k token ids, flattened num_tokens x top_k"),
     col("teacher_topk_logprobs", pa.list_(pa.int16()), "teacher top-k log-probs, flattened num_tokens x top_k (fixed point x1024)"),
     col("created_at", TS, "when the row was written"),
-]), "Per-token logit summaries of a teacher-forced pass over each response.")
+]), "Per-token logit summaries of a teacher-forced pass over each response.",
+   partition="iteration_id")
 
 VERDICTS = TableSpec("verdicts", "verdict_id", pa.schema([
     col("verdict_id", pa.string(), "hash of response and judge"),
     col("response_id", pa.string(), "the response judged"),
+    col("iteration_id", pa.string(), "the response's iteration (the table's partition)"),
     col("judge_id", pa.string(), "hash of judge kind, model, prompt template version and parameters"),
     col("judge_kind", pa.string(), "registry name of the judge, e.g. 'exact', 'numeric', 'llm'"),
     col("score", pa.float64(), "the verdict in [0, 1]; null unless state is 'ok'", nullable=True),
@@ -147,7 +156,7 @@ VERDICTS = TableSpec("verdicts", "verdict_id", pa.schema([
     col("state", pa.string(), "ok / unparseable / error: a failure is never a silent 0"),
     col("error", pa.string(), "what went wrong when state is not 'ok'", nullable=True),
     col("created_at", TS, "when the row was written"),
-]), "Judge verdicts, one per response and judge.")
+]), "Judge verdicts, one per response and judge.", partition="iteration_id")
 
 REWARD_CONFIGS = TableSpec("reward_configs", "reward_config_id", pa.schema([
     col("reward_config_id", pa.string(), "hash of the reward configuration"),
@@ -164,6 +173,7 @@ REWARD_CONFIGS = TableSpec("reward_configs", "reward_config_id", pa.schema([
 REWARDS = TableSpec("rewards", "reward_id", pa.schema([
     col("reward_id", pa.string(), "hash of response and reward config"),
     col("response_id", pa.string(), "the response rewarded"),
+    col("iteration_id", pa.string(), "the response's iteration (the table's partition)"),
     col("reward_config_id", pa.string(), "the reward configuration used"),
     col("group_id", pa.string(), "the response's GRPO group"),
     col("verdict_id", pa.string(), "the verdict R_acc came from", nullable=True),
@@ -174,7 +184,8 @@ REWARDS = TableSpec("rewards", "reward_id", pa.schema([
     col("reward", pa.float64(), "w_acc * r_acc + w_distill * r_distill"),
     col("advantage", pa.float64(), "(R - mean) / std within the group"),
     col("created_at", TS, "when the row was written"),
-]), "Rewards and GRPO advantages per response and reward config.")
+]), "Rewards and GRPO advantages per response and reward config.",
+   partition="iteration_id")
 
 SNAPSHOTS = TableSpec("snapshots", "snapshot_id", pa.schema([
     col("snapshot_id", pa.string(), "hash of the snapshot name"),

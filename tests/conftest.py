@@ -137,3 +137,45 @@ def tampered_copy(tmp_path):
         return copy, shard
 
     return make
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server on 127.0.0.1 for the session (tests/servers.py)."""
+    from tests.servers import PostgresServer
+
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3-compatible server (moto) on 127.0.0.1 for the session (tests/servers.py)."""
+    from tests.servers import S3Server
+
+    server = S3Server().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_catalog(postgres_server, tmp_path, request):
+    """The config of a fresh ducklake:postgres: catalog (its own database) with a local data path."""
+    from schemas.config import CatalogConfig
+
+    import uuid
+
+    name = "lake_" + "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[:30] + "_" + uuid.uuid4().hex[:8]
+    conninfo = postgres_server.create_database(name)
+    return CatalogConfig(uri=f"ducklake:postgres:{conninfo}", data_path=str(tmp_path / "pgdata") + "/",
+                         snapshot_root=str(tmp_path / "snapshots"))
+
+
+@pytest.fixture
+def sqlite_catalog(tmp_path):
+    """The config of a fresh ducklake:sqlite: catalog with a local data path."""
+    from schemas.config import CatalogConfig
+
+    return CatalogConfig(uri=f"ducklake:sqlite:{tmp_path / 'meta' / 'catalog.sqlite'}",
+                         data_path=str(tmp_path / "sqdata") + "/", snapshot_root=str(tmp_path / "snapshots"))

@@ -40,7 +40,7 @@ def todo(catalog: Catalog, scope: JudgeScope) -> list[Unit]:
 
 def hydrate(catalog: Catalog, scope: JudgeScope, units) -> list[Unit]:
     """The batch's questions, ground truths and response texts."""
-    inputs = queries.judge_inputs(catalog, [u.id for u in units])
+    inputs = queries.judge_inputs(catalog, [u.id for u in units], sorted({u.data["iteration_id"] for u in units}))
     return with_data(units, lambda u: inputs[u.id])
 
 
@@ -51,7 +51,7 @@ class Judging:
     def produce(self, units) -> dict:
         rows = [u.data for u in units]
         items = [JudgeItem(r["response_id"], r["question"], r["answer"], r["answer_type"], r["text"],
-                           tuple(r["choices"] or ())) for r in rows]
+                           tuple(r["choices"] or ()), r["iteration_id"]) for r in rows]
         attempts = {r["response_id"]: r["attempt"] for r in rows if r["attempt"]}
         return {VERDICTS.name: verdict_rows(self.judge, items, self.judge.judge(items), attempts)}
 

@@ -22,6 +22,22 @@ def scope_filter(iteration: int | None, run_id: str | None, alias: str = "it") -
     return out
 
 
+def in_list(column: str, values: list[str] | None) -> str:
+    """`` AND column IN ('a', 'b')`` with the values inlined (literals let DuckLake skip the other
+    partitions' files at planning time); empty when ``values`` is None (no restriction)."""
+    if values is None:
+        return ""
+    return f" AND {column} IN ({', '.join(_sql_str(v) for v in values) or 'NULL'})"
+
+
+def iteration_ids_in_scope(catalog: Catalog, iteration: int | None, run_id: str | None) -> list[str] | None:
+    """The iteration ids an (iteration, run) scope covers; None for the whole catalog."""
+    if iteration is None and run_id is None:
+        return None
+    return catalog.sql(f"SELECT iteration_id FROM {ITERATIONS.name} it WHERE true"
+                       + scope_filter(iteration, run_id) + " ORDER BY 1").column(0).to_pylist()
+
+
 def questions_with_images(catalog: Catalog, split: str) -> pa.Table:
     """question_id, question, image bytes of a split, by question id."""
     return catalog.sql(f"SELECT q.question_id, q.question, im.bytes FROM {QUESTIONS.name} q "
@@ -91,38 +107,41 @@ def iteration_responses(catalog: Catalog, iteration_id: str, columns: str = "res
                        params={"it": iteration_id})
 
 
-def responses_by_id(catalog: Catalog, response_ids: list[str], columns: str) -> dict[str, dict]:
-    """response_id -> the columns asked for, for these responses."""
+def responses_by_id(catalog: Catalog, response_ids: list[str], columns: str,
+                    iteration_ids: list[str] | None = None) -> dict[str, dict]:
+    """response_id -> the columns asked for, for these responses (of these iterations)."""
     rows = catalog.sql(f"SELECT response_id, {columns} FROM {RESPONSES.name} "
-                       "WHERE response_id IN (SELECT unnest($ids))", params={"ids": response_ids}).to_pylist()
+                       "WHERE response_id IN (SELECT unnest($ids))" + in_list("iteration_id", iteration_ids),
+                       params={"ids": response_ids}).to_pylist()
     return {r["response_id"]: r for r in rows}
 
 
 def scored_ids(catalog: Catalog, iteration_id: str) -> set[str]:
     """stats ids of the iteration's responses already scored (by any pair)."""
-    return set(catalog.sql(f"SELECT ts.stats_id FROM {TOKEN_STATS.name} ts JOIN {RESPONSES.name} r "
-                           "USING (response_id) WHERE r.iteration_id = $it",
-                           params={"it": iteration_id}).column(0).to_pylist())
+    return set(catalog.sql(f"SELECT stats_id FROM {TOKEN_STATS.name} WHERE true"
+                           + in_list("iteration_id", [iteration_id])).column(0).to_pylist())
 
 
 def unjudged(catalog: Catalog, judge_id: str, iteration: int | None, run_id: str | None) -> list[dict]:
-    """response_id, question_id and ``attempt`` (its earlier error verdicts, retried as new
+    """response_id, iteration_id, question_id and ``attempt`` (its earlier error verdicts, retried as new
     attempts) of the responses that have no final verdict (ok / unparseable) of the judge."""
+    its = iteration_ids_in_scope(catalog, iteration, run_id)
     return catalog.sql(
-        f"SELECT r.response_id, r.question_id, "
+        f"SELECT r.response_id, r.iteration_id, r.question_id, "
         f"(SELECT count(*) FROM {VERDICTS.name} e WHERE e.response_id = r.response_id AND e.judge_id = $j "
-        " AND e.state = 'error') AS attempt "
-        f"FROM {RESPONSES.name} r JOIN {ITERATIONS.name} it USING (iteration_id) "
+        " AND e.state = 'error'" + in_list("e.iteration_id", its) + ") AS attempt "
+        f"FROM {RESPONSES.name} r "
         f"WHERE r.response_id NOT IN (SELECT response_id FROM {VERDICTS.name} WHERE judge_id = $j "
-        "AND state IN ('ok', 'unparseable'))"
-        + scope_filter(iteration, run_id) + " ORDER BY r.response_id", params={"j": judge_id}).to_pylist()
+        "AND state IN ('ok', 'unparseable')" + in_list("iteration_id", its) + ")"
+        + in_list("r.iteration_id", its) + " ORDER BY r.response_id", params={"j": judge_id}).to_pylist()
 
 
-def judge_inputs(catalog: Catalog, response_ids: list[str]) -> dict[str, dict]:
-    """response_id -> question, answer, answer_type, choices and the response text."""
-    rows = catalog.sql(f"SELECT r.response_id, q.question, q.answer, q.answer_type, q.choices, r.text "
+def judge_inputs(catalog: Catalog, response_ids: list[str], iteration_ids: list[str] | None = None) -> dict[str, dict]:
+    """response_id -> its iteration, question, answer, answer_type, choices and text."""
+    rows = catalog.sql(f"SELECT r.response_id, r.iteration_id, q.question, q.answer, q.answer_type, q.choices, r.text "
                        f"FROM {RESPONSES.name} r JOIN {QUESTIONS.name} q USING (question_id) "
-                       "WHERE r.response_id IN (SELECT unnest($ids))", params={"ids": response_ids}).to_pylist()
+                       "WHERE r.response_id IN (SELECT unnest($ids))" + in_list("r.iteration_id", iteration_ids),
+                       params={"ids": response_ids}).to_pylist()
     return {r["response_id"]: r for r in rows}
 
 
@@ -150,7 +169,8 @@ def group_questions(catalog: Catalog, responses: str) -> dict[str, str]:
 def reward_means(catalog: Catalog, iteration_id: str, reward_config_id: str) -> dict[str, float]:
     """Mean reward per source of an iteration under a reward config."""
     rows = catalog.sql(f"SELECT r.source, avg(w.reward) AS m FROM {REWARDS.name} w JOIN {RESPONSES.name} r "
-                       "USING (response_id) WHERE r.iteration_id = $it AND w.reward_config_id = $rc GROUP BY r.source",
+                       "USING (response_id) WHERE r.iteration_id = $it AND w.reward_config_id = $rc"
+                       + in_list("w.iteration_id", [iteration_id]) + " GROUP BY r.source",
                        params={"it": iteration_id, "rc": reward_config_id}).to_pylist()
     return {m["source"]: m["m"] for m in rows}
 

@@ -18,17 +18,20 @@ from rewards.scores import check_hex_ids, reward_inputs_sql, reward_rows_sql
 from schemas.tables import ITERATIONS, RESPONSES, REWARDS, TOKEN_STATS, VERDICTS
 
 
-def _inputs_sql(scope: RewardScope, responses: str) -> str:
-    return reward_inputs_sql(scope.config, responses, VERDICTS.name, TOKEN_STATS.name, ITERATIONS.name)
+def _inputs_sql(scope: RewardScope, responses: str, iteration_ids: list[str] | None) -> str:
+    return reward_inputs_sql(scope.config, responses, VERDICTS.name, TOKEN_STATS.name, ITERATIONS.name,
+                             iteration_ids)
 
 
 def todo(catalog: Catalog, scope: RewardScope) -> list[Unit]:
     """The complete groups of the scope without reward rows under the config."""
+    its = queries.iteration_ids_in_scope(catalog, scope.iteration, scope.run_id)
     responses = queries.scoped_responses_sql(catalog, scope.iteration, scope.run_id)
     check_hex_ids(catalog.connection(), responses)
-    groups = catalog.sql(f"SELECT group_id, count(*) AS n FROM ({_inputs_sql(scope, responses)}) AS i "
-                         f"WHERE group_id NOT IN (SELECT group_id FROM {REWARDS.name} WHERE reward_config_id = $c) "
-                         "GROUP BY group_id ORDER BY group_id", params={"c": scope.config.id}).to_pylist()
+    groups = catalog.sql(f"SELECT group_id, count(*) AS n FROM ({_inputs_sql(scope, responses, its)}) AS i "
+                         f"WHERE group_id NOT IN (SELECT group_id FROM {REWARDS.name} WHERE reward_config_id = $c"
+                         + queries.in_list("iteration_id", its) + ") GROUP BY group_id ORDER BY group_id",
+                         params={"c": scope.config.id}).to_pylist()
     question = queries.group_questions(catalog, responses)
     return [Unit(g["group_id"], question[g["group_id"]], {}, weight=g["n"]) for g in groups]
 
@@ -37,7 +40,8 @@ def hydrate(catalog: Catalog, scope: RewardScope, units) -> list[Unit]:
     """The batch's per-response inputs (verdict, D), computed in the catalog engine."""
     responses = (f"(SELECT * FROM {queries.scoped_responses_sql(catalog, scope.iteration, scope.run_id)} AS r "
                  "WHERE group_id IN (SELECT unnest($g)))")
-    rows = catalog.sql(f"SELECT * FROM ({_inputs_sql(scope, responses)}) AS i ORDER BY group_id, response_id",
+    its = queries.iteration_ids_in_scope(catalog, scope.iteration, scope.run_id)
+    rows = catalog.sql(f"SELECT * FROM ({_inputs_sql(scope, responses, its)}) AS i ORDER BY group_id, response_id",
                        params={"g": [u.id for u in units]}).to_pylist()
     members: dict[str, list[dict]] = {}
     for r in rows:

@@ -34,7 +34,8 @@ def todo(catalog: Catalog, scope: IterationScope) -> list[Unit]:
 def hydrate(catalog: Catalog, scope: IterationScope, units) -> list[Unit]:
     """The batch's responses (prompt, token ids) and images."""
     wanted = [r for u in units for r in u.data["response_ids"]]
-    rows = queries.responses_by_id(catalog, wanted, "question_id, prompt, token_ids")
+    rows = queries.responses_by_id(catalog, wanted, "iteration_id, question_id, prompt, token_ids",
+                                   [scope.iteration_id])
     units = with_images(catalog, scope, units)
     return with_data(units, lambda u: {"responses": [rows[r] for r in u.data["response_ids"]]})
 

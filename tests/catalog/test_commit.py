@@ -103,7 +103,8 @@ def test_accepts_polars_row_dicts_and_batch_iterables(catalog_dir, gendata):
 def test_ingest_writes_pyarrow_parquet_and_registers_it(filled_catalog, catalog_dir):
     cat, tables, _ = filled_catalog
     files = cat.sql("SELECT data_file FROM ducklake_list_files('lake', 'responses')").column(0).to_pylist()
-    assert len(files) == 1 and "/main/responses/masters-" in files[0]
+    (iteration,) = set(tables["responses"].column("iteration_id").to_pylist())
+    assert len(files) == 1 and f"/main/responses/iteration_id={iteration}/masters-" in files[0]  # its partition
     import pyarrow.parquet as pq
 
     meta = pq.ParquetFile(files[0]).metadata

@@ -57,11 +57,11 @@ def test_killed_writer_leaves_previous_version(filled_catalog, catalog_dir, mode
         assert cat.current_version() == version
         assert {name: cat.count(name) for name in tables} == counts
         dirs = [catalog_dir / "data" / "main" / t for t in ("questions", "responses")]
-        left = sum(len(list(d.glob("*.parquet"))) for d in dirs)
+        left = sum(len(list(d.rglob("*.parquet"))) for d in dirs)  # partitions are folders
         assert left > 2  # the killed writer left unregistered files beside the committed ones
         assert cat.delete_orphaned_files() == 0  # young files may be another writer's in flight
         assert cat.delete_orphaned_files(older_than=None) == left - 2  # no other writer here
-        assert [len(list(d.glob("*.parquet"))) for d in dirs] == [1, 1]
+        assert [len(list(d.rglob("*.parquet"))) for d in dirs] == [1, 1]
         assert {name: cat.count(name) for name in tables} == counts
         # the catalog keeps working: the next commit lands as the next version
         from masters.synthetic_gendata import synthetic_gendata

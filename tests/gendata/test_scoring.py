@@ -84,7 +84,7 @@ def test_summaries_round_trip_through_the_catalog(tiny_checkpoints, setup, tmp_p
     student, processor = load_vlm(tiny_checkpoints["qwen2_vl"])
     comps = [s.token_ids for s in generate(student, processor, [prompt], [image], n=2, max_new_tokens=5)[0]]
     sums = score_group(student, student, processor, prompt, image, comps, 0.0, None, ScoringConfig(top_k=3))
-    rows = [token_stats_row(f"r{j}", s, teacher_model_id="t", teacher_mask_ratio=0.0,
+    rows = [token_stats_row(f"r{j}", s, iteration_id="it", teacher_model_id="t", teacher_mask_ratio=0.0,
                             student_model_id="s", top_k=3) for j, s in enumerate(sums)]
     table = pa.Table.from_pylist(rows, schema=TOKEN_STATS.schema)
     with Catalog.open(tmp_path / "cat") as cat:
@@ -125,7 +125,7 @@ def test_non_finite_summaries_are_refused():
                      np.zeros((3, 2), np.float32))
     s.jsd[1] = np.nan
     with pytest.raises(ValueError, match="response r7: NaN jsd"):
-        token_stats_row("r7", s, teacher_model_id="t", teacher_mask_ratio=0.0, student_model_id="s", top_k=2)
+        token_stats_row("r7", s, iteration_id="it", teacher_model_id="t", teacher_mask_ratio=0.0, student_model_id="s", top_k=2)
 
 
 def test_zero_probability_tokens_give_finite_divergences():
@@ -142,5 +142,5 @@ def test_zero_probability_tokens_give_finite_divergences():
     assert out.jsd[0] == pytest.approx((kl(p, m) + kl(q, m)) / 2, abs=1e-6)
     assert out.kl_forward[0] == pytest.approx(kl(p, q), abs=1e-6)
     assert out.kl_reverse[0] > 1000  # q puts mass where p has none: (truly infinite) huge, not NaN...
-    row = token_stats_row("r", out, teacher_model_id="t", teacher_mask_ratio=0.0, student_model_id="s", top_k=2)
+    row = token_stats_row("r", out, iteration_id="it", teacher_model_id="t", teacher_mask_ratio=0.0, student_model_id="s", top_k=2)
     assert codec.decode_kl(row["kl_reverse"])[0] == pytest.approx(32.0, abs=1e-3)  # ...clipped at ~32 nats
