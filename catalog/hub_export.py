@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from catalog.conform import conform
+from catalog.engine import redact
 from catalog.snapshots import find_snapshot
 from catalog.store import Catalog
 from schemas.errors import SnapshotError
@@ -204,7 +205,7 @@ def export_for_hub(catalog: Catalog, snapshot: str | os.PathLike, out: str | os.
     known = catalog.sql("SELECT count(*) FROM snapshots WHERE name = $n AND manifest_sha256 = $s",
                         params={"n": manifest.name, "s": digest}).column(0)[0].as_py()
     if not known:
-        raise SnapshotError(f"snapshot {src} was not cut from this catalog ({catalog.config.uri}): export it "
+        raise SnapshotError(f"snapshot {src} was not cut from this catalog ({redact(catalog.config.uri)}): export it "
                             "with the catalog it came from")
     version = catalog.check_version(manifest.catalog_version)
     out = Path(out)

@@ -17,6 +17,7 @@ from typing import Any
 
 
 from catalog.card import TAGS, render_card
+from catalog.engine import redact
 from catalog.store import Catalog
 from schemas.errors import SnapshotError, SnapshotExistsError, UnknownSnapshotError
 from schemas.ids import content_id
@@ -133,7 +134,7 @@ def create_snapshot(catalog: Catalog, name: str, reward_config_id: str, *,
                 num_rows=total, stats=stats, created_at=datetime.now(timezone.utc).isoformat()))
             writer.finish(name=name, catalog_version=version, reward_config_id=reward_config_id,
                           configs={"reward_config": config_row, "filters": filters,
-                                   "catalog_uri": catalog.config.uri})
+                                   "catalog_uri": redact(catalog.config.uri)})  # never a password
     except OSError as exc:
         if not final.exists():
             raise SnapshotError(f"cannot write the snapshot to {final}: {exc}") from None

@@ -8,6 +8,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # test helpers: hub_server, servers
 
 
 @pytest.fixture
@@ -142,7 +143,7 @@ def tampered_copy(tmp_path):
 @pytest.fixture(scope="session")
 def postgres_server():
     """A real PostgreSQL server on 127.0.0.1 for the session (tests/servers.py)."""
-    from tests.servers import PostgresServer
+    from servers import PostgresServer
 
     server = PostgresServer().start()
     yield server
@@ -152,7 +153,7 @@ def postgres_server():
 @pytest.fixture(scope="session")
 def s3_server():
     """A real S3-compatible server (moto) on 127.0.0.1 for the session (tests/servers.py)."""
-    from tests.servers import S3Server
+    from servers import S3Server
 
     server = S3Server().start()
     yield server

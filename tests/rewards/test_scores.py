@@ -20,13 +20,18 @@ def stats(rows):
     out = []
     for rid, jsd in rows:
         n = len(jsd)
-        out.append({"stats_id": "s" + rid, "response_id": rid, "teacher_model_id": "t", "teacher_mask_ratio": 0.2,
+        out.append({"stats_id": "s" + rid, "response_id": rid, "iteration_id": "i", "teacher_model_id": "t", "teacher_mask_ratio": 0.2,
                     "student_model_id": "s", "encoding": codec.ENCODING, "top_k": 1, "num_tokens": n,
                     "student_logprobs": [0.0] * n, "teacher_logprobs": [0] * n,
                     "jsd": codec.encode_jsd(jsd).tolist(), "kl_forward": codec.encode_kl([2 * x for x in jsd]).tolist(),
                     "kl_reverse": [0] * n, "teacher_topk_ids": [1] * n, "teacher_topk_logprobs": [0] * n,
                     "created_at": datetime.now(timezone.utc)})
     return pa.Table.from_pylist(out, schema=TOKEN_STATS.schema)
+
+
+def with_iteration(responses):
+    """Responses of one iteration, "i" (the per-response tables are partitioned by it)."""
+    return responses.append_column("iteration_id", pa.array(["i"] * responses.num_rows))
 
 
 def replace(table, column, values):
@@ -42,7 +47,7 @@ def verdicts(scores, states=None):
 
 
 def test_divergence_aggregation():
-    responses = pa.table({"response_id": ["a", "b"], "group_id": ["g1", "g2"]})
+    responses = with_iteration(pa.table({"response_id": ["a", "b"], "group_id": ["g1", "g2"]}))
     t = stats([("a", [0.1, 0.3]), ("b", [0.2])])
     v = verdicts({"a": 1, "b": 1})
 
@@ -57,7 +62,7 @@ def test_divergence_aggregation():
 def test_reward_ids_equal_the_id_function():
     from schemas import ids
 
-    responses = pa.table({"response_id": ["a1", "b2"], "group_id": ["g", "g"]})
+    responses = with_iteration(pa.table({"response_id": ["a1", "b2"], "group_id": ["g", "g"]}))
     config = RewardConfig(judge_id=J)
     rows = compute_rewards(responses, verdicts({"a1": 1, "b2": 0}), stats([("a1", [0.1]), ("b2", [0.2])]),
                            config).rewards.to_pylist()
@@ -65,7 +70,7 @@ def test_reward_ids_equal_the_id_function():
 
 
 def test_golden_group():
-    responses = pa.table({"response_id": ["a", "b", "c"], "group_id": ["g"] * 3})
+    responses = with_iteration(pa.table({"response_id": ["a", "b", "c"], "group_id": ["g"] * 3}))
     res = compute_rewards(responses, verdicts({"a": 1, "b": 0, "c": 1}),
                           stats([("a", [0.1]), ("b", [0.3]), ("c", [0.2])]), RewardConfig(judge_id=J))
     rows = {r["response_id"]: r for r in res.rewards.to_pylist()}
@@ -83,7 +88,7 @@ def test_golden_group():
 
 
 def test_degenerate_groups():
-    responses = pa.table({"response_id": ["a", "b", "c", "d"], "group_id": ["same", "same", "one", "tie"]})
+    responses = with_iteration(pa.table({"response_id": ["a", "b", "c", "d"], "group_id": ["same", "same", "one", "tie"]}))
     res = compute_rewards(responses, verdicts({"a": 1, "b": 1, "c": 0, "d": None}),
                           stats([("a", [0.2]), ("b", [0.2]), ("c", [0.5]), ("d", [0.1])]), RewardConfig(judge_id=J))
     rows = {r["response_id"]: r for r in res.rewards.to_pylist()}
@@ -95,7 +100,7 @@ def test_degenerate_groups():
 
 
 def test_unparseable_members_are_left_out_and_error_members_hold_the_group_back():
-    responses = pa.table({"response_id": ["a", "b", "c", "d", "e"], "group_id": ["g1"] * 3 + ["g2"] * 2})
+    responses = with_iteration(pa.table({"response_id": ["a", "b", "c", "d", "e"], "group_id": ["g1"] * 3 + ["g2"] * 2}))
     res = compute_rewards(responses, verdicts({"a": 1, "b": 0, "c": None, "d": 1, "e": None},
                                               {"c": "unparseable", "e": "error"}),
                           stats([(r, [0.1 * (i + 1)]) for i, r in enumerate("abcde")]), RewardConfig(judge_id=J))
@@ -106,7 +111,7 @@ def test_unparseable_members_are_left_out_and_error_members_hold_the_group_back(
 
 
 def test_one_reward_per_response_when_scored_twice_and_equal_d_different_r():
-    responses = pa.table({"response_id": ["a", "b"], "group_id": ["g", "g"]})
+    responses = with_iteration(pa.table({"response_id": ["a", "b"], "group_id": ["g", "g"]}))
     twice = pa.concat_tables([stats([("a", [0.2]), ("b", [0.2])]),
                               replace(stats([("a", [0.6])]), "stats_id", ["zz"])])
     res = compute_rewards(responses, verdicts({"a": 1, "b": 0}), twice, RewardConfig(judge_id=J))
@@ -117,7 +122,7 @@ def test_one_reward_per_response_when_scored_twice_and_equal_d_different_r():
 
 
 def test_summaries_of_another_scoring_pair_are_ignored():
-    responses = pa.table({"response_id": ["a", "b"], "group_id": ["g", "g"], "iteration_id": ["i", "i"]})
+    responses = with_iteration(pa.table({"response_id": ["a", "b"], "group_id": ["g", "g"]}))
     iterations = pa.table({"iteration_id": ["i"], "teacher_model_id": ["t"], "student_model_id": ["s"],
                            "mask_ratio": [0.2]})
     other = replace(replace(stats([("a", [0.6])]), "stats_id", ["a0"]), "teacher_model_id", ["T2"])
