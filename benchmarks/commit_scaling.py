@@ -7,8 +7,8 @@
    H it also times, in the same process, the id check as it was before partitioning (the batch's
    ids against the whole table): the baseline. Prints latency per H and the ratio to the first H
    (goal: <= 1.5x from 1M to 50M rows).
-2. Concurrency: 1, 2 and 4 writer processes commit 20-row batches (half their ids shared by every
-   writer) into one PostgreSQL catalog (a real server on 127.0.0.1, started here) for a fixed
+2. Concurrency: 1, 2 and 4 writer processes commit 2,000-row batches (half their ids shared by
+   every writer) into one PostgreSQL catalog (a real server on 127.0.0.1, started here) for a fixed
    number of commits each; prints total rows/s and the duplicates found (must be 0).
 
     python benchmarks/commit_scaling.py                      # H = 1M, 10M, 50M (about 10 GB of disk)
@@ -213,7 +213,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--history", default="1,10,50", help="history sizes in millions of rows per table")
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--commits", type=int, default=50, help="commits per writer process")
+    ap.add_argument("--commits", type=int, default=20, help="commits per writer process")
+    ap.add_argument("--rows-per-commit", type=int, default=2_000, help="rows per writer commit")
     ap.add_argument("--no-concurrency", action="store_true")
     ap.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
     ap.add_argument("--dir", type=Path, default=None, help="work folder (default: a temp dir, removed)")
@@ -223,7 +224,7 @@ def main() -> None:
     try:
         scaling(work, history, 2 if args.quick else args.repeats)
         if not args.no_concurrency:
-            concurrency(work, 5 if args.quick else args.commits, 20)
+            concurrency(work, 5 if args.quick else args.commits, 20 if args.quick else args.rows_per_commit)
     finally:
         if args.dir is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -41,6 +41,17 @@ def _split_questions(table: pa.Table) -> tuple[pa.Table, pa.Table]:
     return pa.Table.from_pylist(list(images.values()), schema=table_spec("images").schema), questions
 
 
+def _with_iteration(config: str, table: pa.Table, responses: pa.Table | None) -> pa.Table:
+    """Datasets published before the per-response tables were partitioned by iteration lack their
+    ``iteration_id``: it is the response's, looked up in the dataset's responses."""
+    if table_spec(config).partition != "iteration_id" or "iteration_id" in table.column_names or responses is None:
+        return table
+    import pyarrow.compute as pc
+
+    index = pc.index_in(table.column("response_id"), value_set=responses.column("response_id"))
+    return table.append_column("iteration_id", pc.take(responses.column("iteration_id"), index))
+
+
 def import_gendata(catalog: Catalog, folder: str | os.PathLike, source: str | None = None) -> CommitResult:
     """Append every table of the dataset in ``folder`` to the catalog (one commit)."""
     folder = Path(folder)
@@ -53,7 +64,7 @@ def import_gendata(catalog: Catalog, folder: str | os.PathLike, source: str | No
     for config in ORDER:
         table = _read(folder, config)
         if table is not None:
-            tables[config] = conform(table_spec(config), table)
+            tables[config] = conform(table_spec(config), _with_iteration(config, table, tables.get("responses")))
     expected = meta.get("row_counts", {})
     for config, table in [("questions", questions), *tables.items()]:
         if config in expected and expected[config] != table.num_rows:

@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import yaml
@@ -171,8 +172,9 @@ def run(config: RunConfig, catalog: Catalog, *, progress: bool = True,
         raise MastersError(f"--through {through}: run {config.run_id} has iterations 0..{config.iterations - 1}")
     started = time.perf_counter()
     plan = RunPlan.build(config, catalog.config, progress)
-    if catalog.single_writer:  # no one else writes: files of a killed earlier run can go now
-        catalog.delete_orphaned_files(older_than=None)
+    # files of a killed earlier run: all of them when no one else writes, else those older than an
+    # hour (a shared catalog's other writers may have files in flight)
+    catalog.delete_orphaned_files(older_than=None if catalog.single_writer else timedelta(hours=1))
     ensure_questions(catalog, config)
     own = launcher is None
     launcher = launcher or make_launcher(config.production, progress)

@@ -130,3 +130,15 @@ def test_import_verifies_every_file(exported, tmp_path, catalog_dir):
         import_gendata(fresh, copy)
     with Catalog.open(tmp_path / "fresh") as fresh:
         assert fresh.count("responses") == 0  # nothing half-imported
+
+
+def test_a_dataset_published_before_iteration_partitions_gets_each_rows_iteration(filled_catalog):
+    from catalog.hub_import import _with_iteration
+
+    cat, tables, _ = filled_catalog
+    old = tables["verdicts"].drop_columns(["iteration_id"]).take([3, 0, 2])  # as published before
+    filled = _with_iteration("verdicts", old, tables["responses"])
+    of = dict(zip(tables["responses"].column("response_id").to_pylist(),
+                  tables["responses"].column("iteration_id").to_pylist()))
+    assert filled.column("iteration_id").to_pylist() == [of[r] for r in old.column("response_id").to_pylist()]
+    assert _with_iteration("questions", tables["questions"], tables["responses"]) is tables["questions"]
