@@ -5,7 +5,8 @@ schema) plus its `token_stats` row (~200 float log-probs). Both tables go into t
 commit per chunk (id check against everything already in the catalog, Parquet written by pyarrow,
 registered with ducklake_add_data_files, DuckLake commit). The baseline writes the same two
 tables of the same chunk with `pq.write_table` and nothing else, in the same process, interleaved
-chunk by chunk. Prints the throughput ratio (goal >= 0.8) and GROUP BY query times.
+chunk by chunk (alternating which goes first). Prints the throughput ratio (goal >= 0.95) and GROUP
+BY query times.
 
     python benchmarks/catalog_ingest.py              # 2,000,000 rows
     python benchmarks/catalog_ingest.py --rows 100000
@@ -57,7 +58,8 @@ def make_chunk(start: int, n: int, rng: np.random.Generator, tokens: int) -> tup
     ], schema=RESPONSES.schema)
     empty = _lists(np.zeros(n, np.int32), np.zeros(0, np.int16), pa.list_(pa.int16()))
     stats = pa.Table.from_arrays([
-        pa.array([f"{i:031x}s" for i in idx]), rid, pa.array(["t" * 32] * n), pa.array(np.full(n, 0.2)),
+        pa.array([f"{i:031x}s" for i in idx]), rid, pa.array(["it" + "0" * 30] * n), pa.array(["t" * 32] * n),
+        pa.array(np.full(n, 0.2)),
         pa.array(["s" * 32] * n), pa.array(["fx16/1"] * n), pa.array(np.zeros(n, np.int32)),
         pa.array(lengths),
         _lists(lengths, -rng.exponential(1.0, total).astype(np.float32), pa.list_(pa.float32())),
@@ -113,18 +115,28 @@ def main() -> None:
             for start in range(0, args.rows, args.chunk):
                 n = min(args.chunk, args.rows - start)
                 responses, stats = make_chunk(start, n, rng, args.tokens)
+                def baseline():
+                    pq.write_table(responses, work / "baseline" / f"r{start}.parquet")
+                    pq.write_table(stats, work / "baseline" / f"s{start}.parquet")
+
+                def catalog():
+                    with cat.commit(f"ingest {start}", stage="benchmark") as tx:
+                        tx.append("responses", responses)
+                        tx.append("token_stats", stats)
+                    assert tx.result.added == {"responses": n, "token_stats": n}, tx.result
+
+                # the order alternates chunk by chunk: whichever writes second pays for the page
+                # cache the first one dirtied
+                first, second = (baseline, catalog) if (start // args.chunk) % 2 == 0 else (catalog, baseline)
                 t0 = time.perf_counter()
-                pq.write_table(responses, work / "baseline" / f"r{start}.parquet")
-                pq.write_table(stats, work / "baseline" / f"s{start}.parquet")
+                first()
                 t1 = time.perf_counter()
-                with cat.commit(f"ingest {start}", stage="benchmark") as tx:
-                    tx.append("responses", responses)
-                    tx.append("token_stats", stats)
+                second()
                 t2 = time.perf_counter()
-                assert tx.result.added == {"responses": n, "token_stats": n}, tx.result
-                t_base += t1 - t0
-                t_ours += t2 - t1
-                base_per_chunk.append(t1 - t0)
+                tb, to = (t1 - t0, t2 - t1) if first is baseline else (t2 - t1, t1 - t0)
+                t_base += tb
+                t_ours += to
+                base_per_chunk.append(tb)
                 rows += n
                 print(f"  {rows:>10,} rows  baseline {t_base:7.2f}s  catalog {t_ours:7.2f}s", flush=True)
 
@@ -156,7 +168,7 @@ def main() -> None:
           f"~{args.tokens} floats each, {args.chunk:,} rows per commit")
     print(f"baseline pq.write_table : {t_base:8.2f} s  {rows / t_base:12,.0f} rows/s  {size_base / 1e9:.2f} GB")
     print(f"catalog ingest (commit) : {t_ours:8.2f} s  {rows / t_ours:12,.0f} rows/s  {size_ours / 1e9:.2f} GB")
-    print(f"throughput ratio catalog/baseline: {t_base / t_ours:.3f}  (goal >= 0.8)")
+    print(f"throughput ratio catalog/baseline: {t_base / t_ours:.3f}  (goal >= 0.95)")
     print(f"re-ingest of {n:,} present rows (all skipped): {t_dedupe:.2f} s")
     if insert_rows:
         print(f"DuckDB's own writer (INSERT INTO lake.t SELECT * FROM arrow) on the first "

@@ -476,11 +476,11 @@ class CommitBuilder:
         seen = self._seen.get(spec.name, []) if not unique_ids else earlier
         if seen:
             keep = pc.and_(keep, pc.invert(pc.is_in(ids, value_set=pa.concat_arrays(seen))))
-        candidates = pc.filter(ids, keep)
-        present = self._cat.existing_ids(spec.name, candidates, partitions=partition_values(spec, table))
-        if len(present):
-            keep = pc.and_(keep, pc.invert(pc.is_in(ids, value_set=present)))
-        kept = table if pc.all(keep).as_py() else table.filter(keep)
+        candidates = table if pc.all(keep).as_py() else table.filter(keep)
+        candidate_ids = candidates.column(spec.id_column).combine_chunks()
+        parts = partition_values(spec, table)
+        present = self._cat.existing_ids(spec.name, candidate_ids, partitions=parts)
+        kept = candidates.filter(pc.invert(pc.is_in(candidate_ids, value_set=present))) if len(present) else candidates
         if kept.num_rows:
             self._seen.setdefault(spec.name, []).append(kept.column(spec.id_column).combine_chunks())
             self._write(spec, kept)
@@ -536,13 +536,16 @@ class CommitBuilder:
         self.result.skipped[name] += len(ids) - kept
         return kept, len(ids) - kept
 
-    def _write(self, spec: TableSpec, table: pa.Table) -> None:
+    def _write(self, spec: TableSpec, table: pa.Table) -> list[PendingFile]:
+        written = []
         for partition, rows in split_by_partition(spec, table):
             path = data_file_path(self._cat._data_root, spec.name, partition)
             self._files.append(_fs_path(path))
             write_data_file(self._cat._fs, path, rows, self._cat.config.row_group_size)
             ids = rows.column(spec.id_column).combine_chunks()
-            self.pending.append(PendingFile(spec.name, path, ids, [partition[1]] if partition else [], rows.num_rows))
+            written.append(PendingFile(spec.name, path, ids, [partition[1]] if partition else [], rows.num_rows))
+        self.pending += written
+        return written
 
     def register_pending(self) -> None:
         """Inside the locked transaction: drop from each pending file the ids committed by

@@ -158,3 +158,29 @@ def test_counts_cover_chunks_appended_before_a_failing_one(catalog_dir, gendata)
                 tx.append("questions", [q.slice(0, 3), bad])
         assert tx.result.added["questions"] == 3 and tx.result.version is not None
         assert cat.count("questions") == 3
+
+
+def test_a_chunk_half_present_adds_its_new_half_and_leaves_no_file_behind(filled_catalog, catalog_dir):
+    import pyarrow as pa
+
+    cat, tables, _ = filled_catalog
+    template = tables["responses"].slice(0, 1)
+    n = 12_000
+
+    def batch(start):
+        return pa.concat_tables([template] * n).set_column(
+            0, "response_id", pa.array([f"big-{start + k}" for k in range(n)]))
+
+    assert cat.append("responses", batch(0), "big").added["responses"] == n
+    before = cat.count("responses")
+    half = batch(n // 2)  # its first half is present
+    result = cat.append("responses", half, "half present")
+    assert (result.added["responses"], result.skipped["responses"]) == (n - n // 2, n // 2)
+    assert cat.count("responses") == before + n - n // 2
+    total, distinct = cat.sql("SELECT count(*), count(DISTINCT response_id) FROM responses").to_pylist()[0].values()
+    assert total == distinct
+    again = cat.append("responses", half, "all present")
+    assert again.version is None and again.skipped["responses"] == n
+    registered = set(cat.sql("SELECT data_file FROM ducklake_list_files('lake', 'responses')").column(0).to_pylist())
+    on_disk = {str(p) for p in (catalog_dir / "data" / "main" / "responses").rglob("*.parquet")}
+    assert on_disk == registered  # no file of the skipped rows left behind
