@@ -66,6 +66,10 @@ def test_the_loop_on_postgres_and_s3_ends_with_the_embedded_rows(tiny_pair, tmp_
     assert any("/main/responses/iteration_id=" in p for p in stored)  # the data lives in the bucket, partitioned
     with Catalog.open_read_only(team) as cat:  # a reader: the lock-down still reaches the bucket
         assert cat.count("responses") == len(got["embedded"]["responses"])
+        from schemas.errors import MastersError
+
+        with pytest.raises(MastersError, match="Permission"):  # ...through the catalog's tables only
+            cat.sql(f"SELECT count(*) FROM read_parquet('{bucket}lake/main/responses/*/*.parquet')")
 
     # the credentials are nowhere but in this process's environment
     secret = s3_server.SECRET
