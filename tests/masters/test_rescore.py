@@ -27,8 +27,16 @@ def no_backends(monkeypatch):
     def forbidden(*a, **k):
         raise AssertionError("a generation or scoring backend was called during re-scoring")
 
+    import masters.evaluate as evaluate
+    import masters.stages.generation as generation_stage
+    import masters.stages.scoring as scoring_stage
+
+    # the modules and the names bound from them elsewhere: patched in both, so that a module
+    # first imported under the patch cannot keep the forbidden function after the test
     for mod, names in ((backends, ["generate_responses", "backend"]), (hf_generate, ["generate", "load_vlm"]),
-                       (scoring, ["score_group", "score_responses"])):
+                       (scoring, ["score_group", "score_responses"]),
+                       (generation_stage, ["generate_responses", "backend"]), (scoring_stage, ["score_responses"]),
+                       (evaluate, ["generate", "load_vlm"])):
         for n in names:
             monkeypatch.setattr(mod, n, forbidden)
     monkeypatch.setattr(backends.TransformersBackend, "sample", forbidden)
