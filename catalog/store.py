@@ -433,7 +433,6 @@ class PendingFile:
     path: str  # as the catalog names it (a URI for object storage)
     ids: pa.Array
     partitions: list[str]
-    rows: int
 
 
 class CommitBuilder:
@@ -472,19 +471,22 @@ class CommitBuilder:
             return 0, 0
         table = conform(spec, chunk)
         ids = table.column(spec.id_column).combine_chunks()
-        keep = pa.array([True] * len(ids)) if unique_ids else pl.from_arrow(ids).is_first_distinct().to_arrow()
-        seen = self._seen.get(spec.name, []) if not unique_ids else earlier
-        if seen:
-            keep = pc.and_(keep, pc.invert(pc.is_in(ids, value_set=pa.concat_arrays(seen))))
-        candidates = table if pc.all(keep).as_py() else table.filter(keep)
-        candidate_ids = candidates.column(spec.id_column).combine_chunks()
-        parts = partition_values(spec, table)
-        present = self._cat.existing_ids(spec.name, candidate_ids, partitions=parts)
-        kept = candidates.filter(pc.invert(pc.is_in(candidate_ids, value_set=present))) if len(present) else candidates
+        keep = self._new_rows(spec, ids, partition_values(spec, table), dedupe=not unique_ids,
+                              seen=earlier if unique_ids else self._seen.get(spec.name, []))
+        kept = table if pc.all(keep).as_py() else table.filter(keep)
         if kept.num_rows:
-            self._seen.setdefault(spec.name, []).append(kept.column(spec.id_column).combine_chunks())
             self._write(spec, kept)
         return kept.num_rows, table.num_rows - kept.num_rows
+
+    def _new_rows(self, spec: TableSpec, ids: pa.Array, parts: list[str], *, dedupe: bool,
+                  seen: list[pa.Array]) -> pa.Array:
+        """A mask over ``ids``: the rows to add. Not the first row of its id (when ``dedupe``),
+        appended earlier in this commit (``seen``) or in the catalog (within ``parts``): skipped."""
+        keep = pl.from_arrow(ids).is_first_distinct().to_arrow() if dedupe else pa.array([True] * len(ids))
+        if seen:
+            keep = pc.and_(keep, pc.invert(pc.is_in(ids, value_set=pa.concat_arrays(seen))))
+        present = self._cat.existing_ids(spec.name, pc.filter(ids, keep), partitions=parts)
+        return pc.and_(keep, pc.invert(pc.is_in(ids, value_set=present))) if len(present) else keep
 
     def add_file(self, name: str, path: str) -> tuple[int, int]:
         """Register a Parquet file written by another process under the catalog's data path
@@ -515,37 +517,31 @@ class CommitBuilder:
                                f"its folder ({spec.partition}=VALUE/): write it with catalog.data_files.write_table_files")
         self.result.added.setdefault(name, 0)
         self.result.skipped.setdefault(name, 0)
-        first = pl.from_arrow(ids).is_first_distinct().to_arrow()
-        seen = self._seen.get(name, [])
-        if seen:
-            first = pc.and_(first, pc.invert(pc.is_in(ids, value_set=pa.concat_arrays(seen))))
-        present = self._cat.existing_ids(spec.name, pc.filter(ids, first), partitions=parts)
-        keep = pc.and_(first, pc.invert(pc.is_in(ids, value_set=present))) if len(present) else first
+        keep = self._new_rows(spec, ids, parts, dedupe=True, seen=self._seen.get(name, []))
         kept = int(pc.sum(keep).as_py() or 0)
         if kept == len(ids):
-            self.pending.append(PendingFile(name, path, ids, parts, len(ids)))
-            self._seen.setdefault(name, []).append(ids)
+            self._pend(PendingFile(name, path, ids, parts))
         else:
             if kept:
-                table = pq.read_table(fs_path, filesystem=self._cat._fs).filter(keep)
-                self._seen.setdefault(name, []).append(table.column(spec.id_column).combine_chunks())
-                self._write(spec, table)
+                self._write(spec, pq.read_table(fs_path, filesystem=self._cat._fs).filter(keep))
             self._files.remove(fs_path)
             self._cat._fs.delete_file(fs_path)
         self.result.added[name] += kept
         self.result.skipped[name] += len(ids) - kept
         return kept, len(ids) - kept
 
-    def _write(self, spec: TableSpec, table: pa.Table) -> list[PendingFile]:
-        written = []
+    def _write(self, spec: TableSpec, table: pa.Table) -> None:
+        """Write new rows of this commit as files (one per partition), pending registration."""
         for partition, rows in split_by_partition(spec, table):
             path = data_file_path(self._cat._data_root, spec.name, partition)
             self._files.append(_fs_path(path))
             write_data_file(self._cat._fs, path, rows, self._cat.config.row_group_size)
-            ids = rows.column(spec.id_column).combine_chunks()
-            written.append(PendingFile(spec.name, path, ids, [partition[1]] if partition else [], rows.num_rows))
-        self.pending += written
-        return written
+            self._pend(PendingFile(spec.name, path, rows.column(spec.id_column).combine_chunks(),
+                                   [partition[1]] if partition else []))
+
+    def _pend(self, f: PendingFile) -> None:
+        self.pending.append(f)
+        self._seen.setdefault(f.table, []).append(f.ids)  # later appends of this commit skip them
 
     def register_pending(self) -> None:
         """Inside the locked transaction: drop from each pending file the ids committed by
@@ -568,7 +564,7 @@ class CommitBuilder:
                                       (spec.partition, f.partitions[0]) if f.partitions else None)
                 self._files.append(_fs_path(path))
                 write_data_file(self._cat._fs, path, table, self._cat.config.row_group_size)
-                f = PendingFile(f.table, path, table.column(spec.id_column).combine_chunks(), f.partitions, table.num_rows)
+                f = PendingFile(f.table, path, table.column(spec.id_column).combine_chunks(), f.partitions)
             self._register(f.table, f.path)
 
     def _register(self, name: str, path: str) -> None:

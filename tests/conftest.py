@@ -37,11 +37,11 @@ def filled_catalog(catalog_dir, gendata):
     cat.close()
 
 
-def _run_python(code: str, **kwargs):
+def _run_python(code: str, *args: str, **kwargs):
     import subprocess
 
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-c", code], env=env, **kwargs)
+    return subprocess.Popen([sys.executable, "-c", code, *args], env=env, **kwargs)
 
 
 def _masters_cli(*args, fault: str | None = None, timeout: int = 900, popen: bool = False):

@@ -39,24 +39,14 @@ print(json.dumps({{"added": added}}), flush=True)
 """
 
 
-def _env() -> dict:
-    import os
-    from pathlib import Path
-
-    return {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "OMP_NUM_THREADS": "1"}
+def _python(run_python, code: str, *args: str) -> subprocess.Popen:
+    return run_python(code, *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _python(code: str, *args: str) -> subprocess.Popen:
-    import sys
-
-    return subprocess.Popen([sys.executable, "-c", code, *args], env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-
-
-def _writers(config) -> list[dict]:
+def _writers(config, run_python) -> list[dict]:
     code = WRITER.format(commits=COMMITS, rows=ROWS)
     start = time.time() + 8  # time for every interpreter to import and open the catalog
-    procs = [_python(code, config.model_dump_json(), str(w), str(start)) for w in range(WRITERS)]
+    procs = [_python(run_python, code, config.model_dump_json(), str(w), str(start)) for w in range(WRITERS)]
     out = []
     for p in procs:
         stdout, stderr = p.communicate(timeout=600)
@@ -67,12 +57,12 @@ def _writers(config) -> list[dict]:
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def shared_catalog(request):
-    return request.getfixturevalue(f"{request.param}_catalog" if request.param == "sqlite" else "pg_catalog")
+    return request.getfixturevalue({"sqlite": "sqlite_catalog", "postgres": "pg_catalog"}[request.param])
 
 
-def test_concurrent_writers_store_every_id_once(shared_catalog):
+def test_concurrent_writers_store_every_id_once(shared_catalog, run_python):
     Catalog.open(shared_catalog).close()  # created once; the writers race on commits, not on creation
-    results = _writers(shared_catalog)
+    results = _writers(shared_catalog, run_python)
     expected = ({f"w{w}-{j}-{k}" for w in range(WRITERS) for j in range(COMMITS) for k in range(ROWS // 2)}
                 | {f"shared-{j}-{k}" for j in range(COMMITS) for k in range(ROWS // 2)})
     with Catalog.open_read_only(shared_catalog) as cat:
@@ -108,7 +98,7 @@ with cat.commit("doomed", stage="crash-test") as tx:
 """
 
 
-def test_a_writer_killed_holding_the_lock_leaves_nothing_partial(pg_catalog, gendata):
+def test_a_writer_killed_holding_the_lock_leaves_nothing_partial(pg_catalog, gendata, run_python):
     from datetime import timedelta
 
     tables, _ = gendata
@@ -118,7 +108,7 @@ def test_a_writer_killed_holding_the_lock_leaves_nothing_partial(pg_catalog, gen
                 tx.append(name, table)
         version = cat.current_version()
         counts = {name: cat.count(name) for name in tables}
-    proc = _python(KILLED, pg_catalog.model_dump_json())
+    proc = _python(run_python, KILLED, pg_catalog.model_dump_json())
     line = proc.stdout.readline()
     assert line.strip() == "REGISTERED", proc.stderr.read()[-3000:]
     proc.send_signal(signal.SIGKILL)
