@@ -36,6 +36,16 @@ def load_config(kind: str, path: str, overrides: list[str]):
     return cls.parse(doc, where=path)
 
 
+def _end_distributed() -> None:
+    """Leave the process group before the interpreter exits: a rank tearing down with its
+    communication threads still running can abort (SIGABRT, "terminate called without an active
+    exception") after the checkpoint was written, failing the launch."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainer", description=__doc__.splitlines()[0])
     parser.add_argument("kind", choices=KINDS)
@@ -54,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     except MastersError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        _end_distributed()
     print(json.dumps({"output_dir": config.output_dir, "metrics": metrics}, default=str))
     return 0
 
