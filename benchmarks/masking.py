@@ -1,18 +1,28 @@
-"""Mask thresholds for every ratio of a schedule: masters-distill (one sort per tensor, all
+"""Mask thresholds for every ratio of a schedule: masters-distill (one pass per tensor, all
 ratios) vs torch.nn.utils.prune.l1_unstructured (one pruning pass per tensor and ratio), and vs
 one plain read pass over the weights (the floor: |w| summed once). Same model, same process.
 
-    python benchmarks/masking.py [--hidden 1024 --layers 8]
+Then the same from the checkpoint's safetensors files (``gendata/checkpoint_masking.py``):
+thresholds against one plain read pass of the same tensors from the files, and the peak memory
+of the streamed masked export (a child process's high-water RSS above its RSS before the export)
+against the largest tensor and the model's size.
+
+    python benchmarks/masking.py [--hidden 1024 --layers 8 --dtype float32]
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 from torch.nn.utils import prune
 
+from gendata.checkpoint_masking import plan_checkpoint_masks, read_tensor, stored_tensors
 from gendata.masking import masked_parameters, plan_masks
 from gendata.schedule import MaskSchedule
 
@@ -43,8 +53,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--hidden", type=int, default=1024)
     ap.add_argument("--layers", type=int, default=8)
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     args = ap.parse_args()
-    model = build(args.hidden, args.layers)
+    model = build(args.hidden, args.layers).to(getattr(torch, args.dtype))
     params = masked_parameters(model)
     n = sum(p.numel() for p in params.values())
     ratios = [r for r in MaskSchedule().ratios() if r > 0]  # 0.2, 0.15, 0.1, 0.05
@@ -88,6 +99,58 @@ def main() -> None:
     print(f"masters plan_masks (all ratios)    : {t_ours:7.3f} s  = {t_ours / t_read:5.1f}x the read pass")
     print(f"prune.l1_unstructured (per ratio)  : {t_prune:7.3f} s  = {t_prune / t_read:5.1f}x the read pass")
     print(f"speed-up over per-ratio pruning    : {t_prune / t_ours:5.2f}x")
+    with tempfile.TemporaryDirectory() as tmp:
+        streamed(model, Path(tmp), ratios, plan)
+
+
+PEAK = """
+import resource, sys, time
+from pathlib import Path
+from gendata.checkpoint_masking import export_masked_checkpoint, plan_checkpoint_masks, skeleton
+src, out = Path(sys.argv[1]), Path(sys.argv[2])
+skeleton(src)  # imports and lazy set-up done before the measurement
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+before = rss()
+plan = plan_checkpoint_masks(src, [0.2, 0.15, 0.1, 0.05])
+export_masked_checkpoint(src, 0.2, out, plan=plan)
+print(before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+"""
+
+
+def streamed(model, tmp: Path, ratios, plan) -> None:
+    src = tmp / "src"
+    model.save_pretrained(src)
+    tensors = stored_tensors(src)
+    names = {t.key for t in tensors.values()}
+    params = masked_parameters(model)
+    from gendata.checkpoint_masking import _masked_tensors
+
+    chosen = _masked_tensors(src, None)
+
+    def read_pass() -> float:
+        return sum(float(read_tensor(t).abs().sum()) for t in chosen.values())
+
+    read_pass()  # the files are in the page cache for both
+    t_read = min(_timed(read_pass)[1] for _ in range(3))
+    from_files, t_plan = _timed(lambda: plan_checkpoint_masks(src, ratios))
+    same = from_files.thresholds == plan.thresholds
+    size = sum(t.end - t.begin for t in tensors.values())
+    largest = max(t.end - t.begin for t in tensors.values())
+    largest_masked = max(t.end - t.begin for t in chosen.values())
+    res = subprocess.run([sys.executable, "-c", PEAK, str(src), str(tmp / "out")], capture_output=True,
+                         text=True, check=True)
+    before, peak = map(int, res.stdout.split())
+    print(f"\nfrom the safetensors files ({len(names)} tensors, {size / 2**20:,.0f} MiB; largest "
+          f"{largest / 2**20:,.1f} MiB, largest masked {largest_masked / 2**20:,.1f} MiB; {len(params)} masked):")
+    print(f"thresholds equal the in-memory plan's : {same}")
+    print(f"one read pass of the masked tensors   : {t_read:7.3f} s")
+    print(f"plan_checkpoint_masks (all ratios)    : {t_plan:7.3f} s  = {t_plan / t_read:5.1f}x the read pass")
+    print(f"streamed plan + export, peak memory   : {(peak - before) / 2**20:,.1f} MiB above the process's "
+          f"{before / 2**20:,.0f} MiB = {(peak - before) / largest:4.2f}x the largest tensor, "
+          f"{(peak - before) / size:4.2f}x the model")
 
 
 if __name__ == "__main__":

@@ -12,18 +12,21 @@ alone. ``MaskSpec(include=..., exclude=...)`` changes that with glob patterns on
 
 Thresholds for every ratio of a schedule come from one pass per tensor, not one per ratio: a
 single sort of |w| for tensors up to ``SORT_LIMIT`` elements; above that, an exact radix
-selection on the bit patterns of |w| (a histogram of the high 16 bits in one pass, then a sort of
-only the candidates in the few buckets that hold the wanted ranks), chunked so no tensor is too
-large for it and about 3x faster than a sort on CPU.
+selection on the bit patterns of |w| (one chunked pass counts the high 16 bits and keeps the
+members of the few buckets a small random sample points at; a sort of those members gives the
+exact values), so no tensor is copied whole and the cost is a few times one read of the weights.
+
+``gendata/checkpoint_masking.py`` computes the same plan, and writes masked checkpoints, straight
+from safetensors files, tensor by tensor, without loading the model.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -68,52 +71,98 @@ def _thresholds_by_sort(a: torch.Tensor, ratios: Sequence[float]) -> list[float]
     return [float("inf") if k >= n else (float(s[k]) if k > 0 else 0.0) for k in _ranks(n, ratios)]
 
 
-def _thresholds_by_radix(a: torch.Tensor, ratios: Sequence[float], chunk: int = 1 << 22) -> list[float]:  # noqa: C901
-    """Exact k-th smallest values of a non-negative float32 tensor of any size: non-negative
-    floats order like their bit patterns, so bucket by the high 16 bits (one pass), then sort the
-    members of the few buckets that hold the wanted ranks (second pass)."""
-    flat = a.reshape(-1)
+def _flat_abs_chunks(w: torch.Tensor, chunk: int) -> Iterator[torch.Tensor]:
+    """|w| as float32 on the CPU, ``chunk`` elements at a time (w may be bf16/fp16, or on a GPU)."""
+    flat = w.detach().reshape(-1)
+    for start in range(0, flat.numel(), chunk):
+        yield flat[start:start + chunk].float().abs().cpu()
+
+
+HIGH = 1 << 16  # buckets of the radix selection: the high 16 bits of |w| (sign, exponent, 7 mantissa bits)
+NON_FINITE = 0x7F80  # buckets at or above it hold inf and NaN
+
+
+def _guess_buckets(w: torch.Tensor, ranks: Sequence[int], sample: int = 1 << 12) -> torch.Tensor:
+    """Buckets likely to hold the wanted ranks, from a seeded random sample of |w| (a window of
+    +-5 sigma of the sample quantile around each rank). Only speed depends on the guess."""
+    flat = w.detach().reshape(-1)
     n = flat.numel()
-    counts = torch.zeros(1 << 16, dtype=torch.int64)
-    for start in range(0, n, chunk):
-        bits = flat[start:start + chunk].float().view(torch.int32)
-        counts += torch.bincount((bits >> 16).long(), minlength=1 << 16)
+    g = torch.Generator().manual_seed(n)
+    s = torch.sort(flat[torch.randint(0, n, (sample,), generator=g).to(flat.device)].float().abs().cpu()).values
+    s = s.view(torch.int32) >> 16
+    chosen = torch.zeros(HIGH, dtype=torch.bool)
+    for k in ranks:
+        q = k / n
+        half = 5 * math.sqrt(sample * q * (1 - q)) + 2
+        lo, hi = int(max(0, q * sample - half)), int(min(sample - 1, q * sample + half))
+        chosen[int(s[lo]):int(s[hi]) + 1] = True
+    return chosen
+
+
+def _thresholds_by_radix(w: torch.Tensor, ratios: Sequence[float], chunk: int = 1 << 20,
+                         name: str = "tensor") -> list[float]:
+    """Exact k-th smallest |w| of a tensor of any size and float dtype: non-negative floats order
+    like their bit patterns, so one pass (``chunk`` elements at a time, so a bf16 tensor is never
+    copied whole) counts |w| per bucket of its high 16 bits and keeps the members of the buckets a
+    small random sample says hold the wanted ranks; a second pass runs only when the sample
+    missed a bucket. The members of a rank's bucket are then sorted."""
+    n = w.numel()
+    ranks = _ranks(n, ratios)
+    inner = sorted({k for k in ranks if 0 < k < n})
+    chosen = _guess_buckets(w, inner) if inner else torch.zeros(HIGH, dtype=torch.bool)
+    counts = torch.zeros(HIGH, dtype=torch.int64)
+    members: list[torch.Tensor] = []
+    for a in _flat_abs_chunks(w, chunk):
+        hi = a.view(torch.int32) >> 16
+        counts += torch.bincount(hi, minlength=HIGH)
+        members.append(a[chosen[hi]])
+    if int(counts[NON_FINITE:].sum()):
+        raise ValueError(f"{name} holds non-finite weights (NaN/inf): no magnitude threshold is "
+                         "meaningful; fix the checkpoint before masking it")
     cum = torch.cumsum(counts, 0)
-    wanted = {}
-    for k in _ranks(n, ratios):
-        if 0 < k < n:
-            b = int(torch.searchsorted(cum, torch.tensor(k), right=True))  # bucket holding rank k
-            wanted.setdefault(b, []).append(k - (int(cum[b - 1]) if b > 0 else 0))
-    members: dict[int, list[torch.Tensor]] = {b: [] for b in wanted}
-    for start in range(0, n, chunk):
-        part = flat[start:start + chunk].float()
-        hi = part.view(torch.int32) >> 16
-        for b in wanted:
-            members[b].append(part[hi == b])
-    value: dict[tuple[int, int], float] = {}
-    for b, offsets in wanted.items():
-        s = torch.sort(torch.cat(members[b])).values
-        for off in offsets:
-            value[(b, off)] = float(s[off])
+    bucket = {k: int(torch.searchsorted(cum, torch.tensor(k), right=True)) for k in inner}  # holding rank k
+    missed = torch.zeros(HIGH, dtype=torch.bool)
+    for b in bucket.values():
+        missed[b] = not bool(chosen[b])
+    if missed.any():  # the sample's guess missed: a second pass for those buckets only
+        members += [a[missed[a.view(torch.int32) >> 16]] for a in _flat_abs_chunks(w, chunk)]
+    pool = torch.cat(members) if members else torch.zeros(0)
+    pool_hi = pool.view(torch.int32) >> 16
     out = []
-    for k in _ranks(n, ratios):
+    for k in ranks:
         if k <= 0:
             out.append(0.0)
         elif k >= n:
             out.append(float("inf"))
         else:
-            b = int(torch.searchsorted(cum, torch.tensor(k), right=True))
-            out.append(value[(b, k - (int(cum[b - 1]) if b > 0 else 0))])
+            b = bucket[k]
+            s = torch.sort(pool[pool_hi == b]).values
+            out.append(float(s[k - (int(cum[b - 1]) if b > 0 else 0)]))
     return out
 
 
 def tensor_thresholds(w: torch.Tensor, ratios: Sequence[float], name: str = "tensor") -> list[float]:
     """lambda_r for each ratio: masking keeps |w| >= lambda_r (0 keeps all, inf zeroes all)."""
+    if w.numel() > SORT_LIMIT:
+        return _thresholds_by_radix(w, ratios, name=name)
     a = w.detach().abs().float().reshape(-1).cpu()
     if not torch.isfinite(a).all():
         raise ValueError(f"{name} holds non-finite weights (NaN/inf): no magnitude threshold is "
                          "meaningful; fix the checkpoint before masking it")
-    return _thresholds_by_sort(a, ratios) if a.numel() <= SORT_LIMIT else _thresholds_by_radix(a, ratios)
+    return _thresholds_by_sort(a, ratios)
+
+
+def apply_mask(w: torch.Tensor, threshold: float, chunk: int = 1 << 22) -> int:
+    """Zero, in place, the entries of ``w`` with |w| < threshold, ``chunk`` elements at a time
+    (elementwise, so the result does not depend on the chunking); returns how many were zeroed."""
+    flat = w.view(-1)
+    zeroed = 0
+    for start in range(0, flat.numel(), chunk):
+        part = flat[start:start + chunk]
+        drop = part.abs() < threshold
+        zeroed += int(drop.sum())
+        part[drop] = 0
+    return zeroed
 
 
 @dataclass
@@ -171,23 +220,3 @@ def masked_state_dict(model: nn.Module, ratio: float, plan: MaskPlan | None = No
     """A full state dict with the mask for ``ratio`` applied, for engines that load weights."""
     with masked(model, ratio, plan, spec):
         return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def export_masked_checkpoint(src, ratio: float, out, spec: MaskSpec | None = None) -> Path:
-    """Write a copy of checkpoint ``src`` with the mask for ``ratio`` applied (weights, config,
-    processor), for engines that load weights from a folder (vLLM). The weights keep their
-    dtype; the model is held in memory once (streaming shard by shard is not done yet)."""
-    import shutil
-
-    from transformers import AutoModelForImageTextToText
-
-    src, out = Path(src), Path(out)
-    model = AutoModelForImageTextToText.from_pretrained(src, dtype="auto")
-    out.mkdir(parents=True, exist_ok=True)
-    with masked(model, ratio, spec=spec):
-        model.save_pretrained(out)
-    for f in src.iterdir():  # processor, tokenizer, chat template, shims: everything but weights
-        if f.is_file() and not f.name.endswith((".safetensors", ".bin")) and f.name not in (
-                "config.json", "model.safetensors.index.json") and not (out / f.name).exists():
-            shutil.copy(f, out / f.name)
-    return out

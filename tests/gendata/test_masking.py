@@ -7,8 +7,9 @@ from torch import nn
 
 import gendata.masking as masking
 from gendata.hf_generate import load_vlm
-from gendata.masking import (MaskSpec, export_masked_checkpoint, masked, masked_parameters,
-                             masked_state_dict, plan_masks, tensor_thresholds)
+from gendata.checkpoint_masking import export_masked_checkpoint
+from gendata.masking import (MaskSpec, masked, masked_parameters, masked_state_dict, plan_masks,
+                             tensor_thresholds)
 from gendata.schedule import MaskSchedule
 
 RATIOS = [0.0, 0.05, 0.1, 0.15, 0.2]
