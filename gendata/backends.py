@@ -52,10 +52,12 @@ class TransformersBackend:
     name = "transformers"
 
     def __init__(self, path: str, mask_ratio: float = 0.0, mask_spec: MaskSpec | None = None,
-                 device: str | None = None, trust_remote_code: bool = True, loaded=None, plan=None):
+                 device: str | None = None, trust_remote_code: bool = True, loaded=None, plan=None,
+                 placement=None):
         """``loaded``: the (model, processor) of ``path`` already in memory (a caller keeping models
-        across stages); ``plan``: its mask plan for ``mask_ratio``, when already computed."""
-        self.model, self.processor = loaded or load_vlm(path, trust_remote_code, device)
+        across stages); ``plan``: its mask plan for ``mask_ratio``, when already computed;
+        ``placement``: dtype and device_map (gendata.placement) when loading here."""
+        self.model, self.processor = loaded or load_vlm(path, trust_remote_code, device, placement)
         self.mask_ratio, self.mask_spec = mask_ratio, mask_spec
         if plan is None and mask_ratio > 0:
             plan = plan_masks(self.model, [mask_ratio], mask_spec)
@@ -76,7 +78,7 @@ class VLLMBackend:
     name = "vllm"
 
     def __init__(self, path: str, mask_ratio: float = 0.0, mask_spec: MaskSpec | None = None,
-                 trust_remote_code: bool = True, **engine_kwargs):
+                 trust_remote_code: bool = True, placement=None, **engine_kwargs):
         try:
             from vllm import LLM
         except ImportError as exc:
@@ -86,7 +88,7 @@ class VLLMBackend:
 
         self._tmp = None
         if mask_ratio > 0:
-            from gendata.masking import export_masked_checkpoint
+            from gendata.checkpoint_masking import export_masked_checkpoint
 
             self._tmp = tempfile.TemporaryDirectory(prefix="masked-")
             path = str(export_masked_checkpoint(path, mask_ratio, self._tmp.name, mask_spec))
@@ -96,6 +98,9 @@ class VLLMBackend:
         # vLLM ignores generation_config.suppress_tokens: turn them into a logit bias
         suppress = getattr(GenerationConfig.from_pretrained(path), "suppress_tokens", None) or []
         self.logit_bias = {int(t): -100.0 for t in suppress}
+        from gendata.placement import DEFAULT
+
+        engine_kwargs = {**(placement or DEFAULT).vllm_kwargs(), **engine_kwargs}
         self.llm = LLM(model=path, trust_remote_code=trust_remote_code,
                        limit_mm_per_prompt={"image": 1, "video": 0}, **engine_kwargs)
 

@@ -23,13 +23,21 @@ class Sample:
     logprobs: list[float] = field(default_factory=list)  # raw-distribution log-prob of each token
 
 
-def load_vlm(path, trust_remote_code: bool = True, device: str | None = None):
+def load_vlm(path, trust_remote_code: bool = True, device: str | None = None, placement=None):
+    """(model, processor) of a checkpoint folder, in eval mode. ``placement``
+    (``gendata.placement.Placement``): its dtype and device_map; by default float32 on one device
+    (``device``, or the first GPU, or the CPU)."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
+    from gendata.placement import DEFAULT
+
+    placement = placement or DEFAULT
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
-    model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32)
-    model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
-    return model, processor
+    model = AutoModelForImageTextToText.from_pretrained(path, **placement.from_pretrained_kwargs(device))
+    if placement.device_map is None:
+        model.to(device)
+    return model.eval(), processor
 
 
 def as_image(image) -> Image.Image:
@@ -54,6 +62,18 @@ def _inputs(model, processor, prompts: Sequence[str], images: Sequence) -> dict:
     return {k: v.to(model.device) for k, v in batch.items()}
 
 
+class OnlyTokenizerIds:
+    """A logits processor that never lets generation pick an id past the tokenizer's last one
+    (LM-head padding rows are not tokens)."""
+
+    def __init__(self, vocab: int):
+        self.vocab = vocab
+
+    def __call__(self, input_ids, scores):
+        scores[:, self.vocab:] = float("-inf")
+        return scores
+
+
 def _eos_ids(model) -> set[int]:
     eos = model.generation_config.eos_token_id
     return set(eos if isinstance(eos, list) else [eos])
@@ -64,8 +84,13 @@ def generate(model, processor, prompts: Sequence[str], images: Sequence, *, n: i
              do_sample: bool = True, temperature: float = 1.0, top_p: float = 0.9, top_k: int = 50,
              repetition_penalty: float = 1.05, max_new_tokens: int = 32, seed: int = 0,
              batch_size: int = 16) -> list[list[Sample]]:
-    """``n`` samples for each (prompt, image); deterministic for a given seed and batch size."""
+    """``n`` samples for each (prompt, image); deterministic for a given seed and batch size.
+    Only the tokenizer's ids are sampled, and each sample's log-probs are over them."""
+    from transformers import LogitsProcessorList
+
     eos, pad = _eos_ids(model), processor.tokenizer.pad_token_id
+    vocab = len(processor.tokenizer)
+    padded = model.get_output_embeddings().weight.shape[0] > vocab
     out: list[list[Sample]] = []
     for start in range(0, len(prompts), batch_size):
         inputs = _inputs(model, processor, prompts[start:start + batch_size], images[start:start + batch_size])
@@ -73,6 +98,8 @@ def generate(model, processor, prompts: Sequence[str], images: Sequence, *, n: i
         kwargs = dict(do_sample=do_sample, max_new_tokens=max_new_tokens, num_return_sequences=n,
                       repetition_penalty=repetition_penalty, output_logits=True,
                       return_dict_in_generate=True, pad_token_id=pad)
+        if padded:
+            kwargs["logits_processor"] = LogitsProcessorList([OnlyTokenizerIds(vocab)])
         if do_sample:
             kwargs.update(temperature=temperature, top_p=top_p, top_k=top_k)
         else:
@@ -80,7 +107,7 @@ def generate(model, processor, prompts: Sequence[str], images: Sequence, *, n: i
         res = model.generate(**inputs, **kwargs)
         new = res.sequences[:, inputs["input_ids"].shape[1]:]
         # log-prob of each sampled token under the raw logits, one step at a time ((B*n, V) each)
-        chosen = torch.stack([step.float().log_softmax(-1).gather(-1, new[:, i:i + 1]).squeeze(-1)
+        chosen = torch.stack([step[:, :vocab].float().log_softmax(-1).gather(-1, new[:, i:i + 1]).squeeze(-1)
                               for i, step in enumerate(res.logits)], dim=1)
         for row in range(0, new.shape[0], n):
             group = []

@@ -24,7 +24,7 @@ from catalog.snapshots import create_snapshot
 from masters.loop import ensure_questions, evaluate_checkpoints, run
 from masters.plan import RunPlan, resolve_model, run_dir
 from masters.production import Launcher, make_launcher, produce_iteration
-from masters.run_config import RunConfig, TeacherStage
+from masters.run_config import RunConfig
 from schemas.errors import ConfigError
 from trainer.checkpoints import META_NAME
 from trainer.config import SFTRunConfig
@@ -63,7 +63,7 @@ def arm_config(base: RunConfig, arm: str, seed: int, steps: int) -> RunConfig:
     cfg = base.model_copy(update={"run_id": f"{base.run_id}-{arm}-i{base.iterations}-k{steps}-s{seed}", "seed": seed,
                                   "train": base.train.model_copy(update={"max_steps": steps})})
     if arm == "masters-one-teacher":
-        cfg = cfg.model_copy(update={"teachers": [TeacherStage(model=base.teachers[-1].model, start=0)]})
+        cfg = cfg.model_copy(update={"teachers": [base.teachers[-1].model_copy(update={"start": 0})]})
     return cfg
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from gendata.placement import DEFAULT, Placement
 from gendata.questions import QuestionSet
 from masters.run_config import RunConfig
 from masters.stages import EvalScope, IterationScope, IterationSpec
@@ -56,6 +57,7 @@ class IterationPlan:
     train_seed: int
     snapshot: str
     trained: Path  # where this iteration's trained student goes
+    teacher_placement: Placement = DEFAULT
 
 
 @dataclass(frozen=True)
@@ -84,9 +86,18 @@ class RunPlan:
         its = tuple(IterationPlan(
             index=i, teacher_ref=config.teacher_for(i), teacher=folders[config.teacher_for(i)],
             mask_ratio=config.schedule.ratio(i), sampling_seed=config.seed + 1000 * i, train_seed=config.seed + i,
-            snapshot=f"{config.run_id}-iter{i}", trained=student_path(out, i + 1)) for i in range(config.iterations))
+            snapshot=f"{config.run_id}-iter{i}", trained=student_path(out, i + 1),
+            teacher_placement=config.stage_for(i).placement) for i in range(config.iterations))
         return cls(config, out, judge, RewardConfig(judge_id=judge.judge_id, **config.reward.model_dump()),
-                   resolve_model(config.student, progress), its)
+                   resolve_model(config.student.model, progress), its)
+
+    def placement_of(self, folder: str | Path) -> Placement:
+        """How a checkpoint of this run is loaded: a teacher of the ladder as its stage says,
+        anything else (the students) as the student entry says."""
+        for p in self.iterations:
+            if Path(folder) == p.teacher:
+                return p.teacher_placement
+        return self.config.student.placement
 
     def student_for(self, i: int) -> Path:
         """The student generating in iteration ``i`` (trained by iteration i - 1)."""
@@ -102,7 +113,8 @@ class RunPlan:
             mask_ratio=p.mask_ratio if mask_ratio is None else mask_ratio,
             teacher_responses=c.teacher_responses + (c.student_responses if teacher_only else 0),
             student_responses=0 if teacher_only else c.student_responses, seed=p.sampling_seed,
-            backend=c.backend, sampling=c.sampling, scoring=c.scoring)
+            backend=c.backend, sampling=c.sampling, scoring=c.scoring,
+            teacher_placement=self.placement_of(teacher or p.teacher), student_placement=c.student.placement)
 
     def scope(self, i: int, **spec_args) -> IterationScope:
         spec = self.spec(i, **spec_args)
@@ -116,5 +128,6 @@ class RunPlan:
     def eval_scope(self, catalog, checkpoints, iteration: int | None) -> EvalScope:
         e = self.config.eval
         qs, images = queries.split_questions(catalog, e.split, e.limit)
+        placements = tuple((str(c), self.placement_of(c)) for c in checkpoints if self.placement_of(c) != DEFAULT)
         return EvalScope(tuple(str(c) for c in checkpoints), QuestionSet(qs, images), e.split, self.config.judge,
-                         e.max_new_tokens, self.run_id, iteration)
+                         e.max_new_tokens, self.run_id, iteration, placements)

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from gendata.backends import SamplingConfig
+from gendata.placement import Placement
 from gendata.scoring import ScoringConfig
 from gendata.schedule import MaskSchedule
 from schemas.config import StrictModel
@@ -32,10 +33,23 @@ class QuestionsConfig(StrictModel):
     image_size: int = Field(112, gt=0, description="synthetic image side in pixels")
 
 
-class TeacherStage(StrictModel):
+class ModelEntry(Placement):
+    """A model of the run and how it is loaded (gendata.placement: dtype, device_map, ...)."""
+
+    model: str = Field(description="checkpoint folder or ladder:<member>")
+
+    @property
+    def placement(self) -> Placement:
+        return Placement(**self.model_dump(include=set(Placement.model_fields)))
+
+
+class StudentModel(ModelEntry):
+    """The starting student; every student the run trains is loaded the same way."""
+
+
+class TeacherStage(ModelEntry):
     """One rung of the teacher ladder: this teacher for iterations [start, next stage's start)."""
 
-    model: str = Field(description="teacher folder or ladder:<member>")
     start: int = Field(0, ge=0, description="first iteration taught by this teacher")
 
 
@@ -97,7 +111,9 @@ class RunConfig(StrictModel):
     iterations: int = Field(5, gt=0, description="iterations of the loop")
     seed: int = Field(0, description="sampling and training seed")
     questions: QuestionsConfig = Field(default_factory=QuestionsConfig, description="question source")
-    student: str = Field("ladder:student", description="starting student folder or ladder:<member>")
+    student: StudentModel = Field(default_factory=lambda: StudentModel(model="ladder:student"),
+                                  description="starting student folder or ladder:<member>, or "
+                                  "{model: ..., dtype: ..., device_map: ...}")
     teachers: list[TeacherStage] = Field(
         default_factory=lambda: [TeacherStage(model="ladder:M", start=0), TeacherStage(model="ladder:L", start=2)],
         min_length=1, description="the teacher ladder, in order of start")
@@ -113,6 +129,11 @@ class RunConfig(StrictModel):
                                          "(inline or as shards on Ray)")
     train: TrainConfig = Field(default_factory=TrainConfig, description="trainer settings per iteration")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="evaluation after each iteration")
+
+    @field_validator("student", mode="before")
+    @classmethod
+    def _student(cls, v):
+        return {"model": v} if isinstance(v, str) else v
 
     @model_validator(mode="after")
     def _check(self):
@@ -132,7 +153,10 @@ class RunConfig(StrictModel):
         return self.mask or MaskSchedule(iterations=self.iterations)
 
     def teacher_for(self, iteration: int) -> str:
-        return [t.model for t in self.teachers if t.start <= iteration][-1]
+        return self.stage_for(iteration).model
+
+    def stage_for(self, iteration: int) -> TeacherStage:
+        return [t for t in self.teachers if t.start <= iteration][-1]
 
 
 def load_run_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:

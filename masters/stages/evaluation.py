@@ -62,7 +62,7 @@ class Evaluator:
                 res = {"accuracy": m["accuracy"], "per_type": m["per_type"], "n": m["n"]}
             else:
                 r = evaluate(d["folder"], s.questions, max_new_tokens=s.max_new_tokens, judge=self.judge,
-                             model_and_processor=self.models.get(d["folder"]))
+                             model_and_processor=self.models.get(d["folder"], s.placement(d["folder"])))
                 res = {"accuracy": r.accuracy, "per_type": json.dumps(r.per_type), "n": r.n}
             rows.append({"evaluation_id": u.id, "model_id": d["model_id"], "split": s.split,
                          "judge_id": self.judge.judge_id, "questions_hash": d["questions_hash"], "n": res["n"],

@@ -28,6 +28,10 @@ def _side(scope: IterationScope, source: str) -> tuple[str, str, float, int]:
     return spec.student, scope.student_model_id, 0.0, spec.student_responses
 
 
+def placement(scope: IterationScope, source: str):
+    return scope.spec.teacher_placement if source == "teacher" else scope.spec.student_placement
+
+
 def questions(catalog: Catalog, split: str) -> pa.Table:
     """question_id, question of the split (those with an image); an error when there are none."""
     table = queries.question_texts(catalog, split)
@@ -70,14 +74,15 @@ class Generator:
     def __init__(self, scope: IterationScope, models, source: str):
         self.scope, self.source = scope, source
         folder, self.model_id, self.ratio, self.n = _side(scope, source)
-        spec = scope.spec
+        spec, where = scope.spec, placement(scope, source)
         if spec.backend == "transformers":
             self.engine = TransformersBackend(folder, mask_ratio=self.ratio, mask_spec=scope.mask_spec,
-                                              loaded=models.get(folder),
-                                              plan=models.mask_plan(folder, self.ratio, scope.mask_spec))
+                                              loaded=models.get(folder, where),
+                                              plan=models.mask_plan(folder, self.ratio, scope.mask_spec, where))
         else:
             try:
-                self.engine = backend(spec.backend, str(Path(folder)), mask_ratio=self.ratio, mask_spec=scope.mask_spec)
+                self.engine = backend(spec.backend, str(Path(folder)), mask_ratio=self.ratio, mask_spec=scope.mask_spec,
+                                      placement=where)
             except ValueError as exc:
                 raise MastersError(f"backend: {exc}") from None
 

@@ -18,11 +18,13 @@ class ModelCache:
         self._plans: dict[tuple, object] = {}
         self.loads = 0  # models loaded from disk (the production benchmark counts them)
 
-    def get(self, path: str | Path):
-        """(model, processor) of a checkpoint folder, loaded on first use."""
+    def get(self, path: str | Path, placement=None):
+        """(model, processor) of a checkpoint folder, loaded on first use with ``placement``
+        (gendata.placement.Placement: dtype, device_map); asked with another placement, the
+        folder is loaded again."""
         from gendata.hf_generate import load_vlm
 
-        key = str(Path(path).absolute())
+        key = self._key(path, placement)
         if key in self._models:
             self._models.move_to_end(key)
             return self._models[key]
@@ -33,18 +35,22 @@ class ModelCache:
             old, _ = self._models.popitem(last=False)
             self._plans = {k: v for k, v in self._plans.items() if k[0] != old}
             gc.collect()
-        self._models[key] = load_vlm(key)
+        self._models[key] = load_vlm(key[0], placement=placement)
         self.loads += 1
         return self._models[key]
 
-    def mask_plan(self, path: str | Path, ratio: float, mask_spec=None):
+    @staticmethod
+    def _key(path, placement) -> tuple[str, str]:
+        return str(Path(path).absolute()), placement.model_dump_json() if placement is not None else ""
+
+    def mask_plan(self, path: str | Path, ratio: float, mask_spec=None, placement=None):
         """The mask thresholds of a cached model at ``ratio`` (None when unmasked), computed once."""
         from gendata.masking import plan_masks
 
         if ratio <= 0:
             return None
-        model, _ = self.get(path)
-        key = (str(Path(path).absolute()), float(ratio), repr(mask_spec))
+        model, _ = self.get(path, placement)
+        key = (self._key(path, placement), float(ratio), repr(mask_spec))
         if key not in self._plans:
             self._plans[key] = plan_masks(model, [ratio], mask_spec)
         return self._plans[key]

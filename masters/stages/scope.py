@@ -12,6 +12,7 @@ from pydantic import Field
 
 from gendata.backends import SamplingConfig
 from gendata.masking import MaskSpec
+from gendata.placement import Placement
 from gendata.questions import QuestionSet
 from gendata.scoring import ScoringConfig
 from schemas import ids
@@ -35,11 +36,19 @@ class IterationSpec(StrictModel):
     scoring: ScoringConfig = Field(default_factory=ScoringConfig, description="teacher-forced scoring")
     questions_per_batch: int = Field(16, gt=0, description="questions per generation commit")
     groups_per_batch: int = Field(8, gt=0, description="question groups per scoring commit")
+    teacher_placement: Placement = Field(default_factory=Placement, description="the teacher's dtype and placement")
+    student_placement: Placement = Field(default_factory=Placement, description="the student's dtype and placement")
 
     def config_hash(self) -> str:
-        """What makes the iteration's rows (batch sizes do not)."""
-        return ids.content_id("iteration-config", spec=self.model_dump(
-            mode="json", exclude={"questions_per_batch", "groups_per_batch"}))
+        """What makes the iteration's rows: batch sizes and device placement do not; a dtype set
+        explicitly does (bf16 and fp32 sample differently)."""
+        spec = self.model_dump(mode="json", exclude={"questions_per_batch", "groups_per_batch",
+                                                     "teacher_placement", "student_placement"})
+        for side in ("teacher", "student"):
+            dtype = getattr(self, f"{side}_placement").dtype
+            if dtype is not None:
+                spec[f"{side}_dtype"] = dtype
+        return ids.content_id("iteration-config", spec=spec)
 
 
 @dataclass(frozen=True)
@@ -109,3 +118,7 @@ class EvalScope:
     max_new_tokens: int
     run_id: str
     iteration: int | None  # None: a reference (the teachers); -1: the starting student
+    placements: tuple[tuple[str, Placement], ...] = ()  # (folder, placement) where not the default
+
+    def placement(self, folder: str) -> Placement | None:
+        return dict(self.placements).get(str(folder))

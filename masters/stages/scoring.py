@@ -9,6 +9,7 @@ import pyarrow as pa
 
 from catalog import Catalog
 from gendata.scoring import score_responses
+from gendata.vocab import shared_vocab_size
 from masters.stages import queries
 from masters.stages.base import Stage, Unit, with_data
 from masters.stages.generation import with_images
@@ -44,9 +45,11 @@ class Scorer:
     def __init__(self, scope: IterationScope, models):
         spec = scope.spec
         self.scope = scope
-        self.teacher, self.processor = models.get(spec.teacher)
-        self.student, _ = models.get(spec.student)
-        self.plan = models.mask_plan(spec.teacher, spec.mask_ratio, scope.mask_spec)
+        self.teacher, self.processor = models.get(spec.teacher, spec.teacher_placement)
+        self.student, student_processor = models.get(spec.student, spec.student_placement)
+        self.vocab = shared_vocab_size(self.teacher, self.student,
+                                       min(len(self.processor.tokenizer), len(student_processor.tokenizer)))
+        self.plan = models.mask_plan(spec.teacher, spec.mask_ratio, scope.mask_spec, spec.teacher_placement)
 
     def produce(self, units) -> dict:
         s, spec = self.scope, self.scope.spec
@@ -55,7 +58,7 @@ class Scorer:
         tables = list(score_responses(self.teacher, self.student, self.processor, responses, images,
                                       teacher_model_id=s.teacher_model_id, teacher_mask_ratio=spec.mask_ratio,
                                       student_model_id=s.student_model_id, plan=self.plan, config=spec.scoring,
-                                      groups_per_batch=len(units) + 1, mask_spec=s.mask_spec))
+                                      groups_per_batch=len(units) + 1, mask_spec=s.mask_spec, vocab=self.vocab))
         return {TOKEN_STATS.name: pa.concat_tables(tables) if tables else TOKEN_STATS.schema.empty_table()}
 
     def close(self) -> None:
