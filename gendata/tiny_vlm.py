@@ -62,7 +62,8 @@ class VLMFamily(Protocol):
 
     def build_processor(self, tokenizer: PreTrainedTokenizerFast, image_size: int): ...
 
-    def build_model(self, size: TinySize, tokenizer: PreTrainedTokenizerFast, image_size: int): ...
+    def build_model(self, size: TinySize, tokenizer: PreTrainedTokenizerFast, image_size: int,
+                    vocab_size: int | None = None): ...
 
     def generation_suppressed_tokens(self, tokenizer: PreTrainedTokenizerFast) -> list[int]: ...
 
@@ -87,7 +88,7 @@ class Qwen2VLFamily:
         return ImageOnlyQwen2VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
                                          chat_template=chat_template(self.image_placeholder))
 
-    def build_model(self, size, tokenizer, image_size):
+    def build_model(self, size, tokenizer, image_size, vocab_size=None):
         from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
         half = size.hidden // size.heads // 2
@@ -97,7 +98,7 @@ class Qwen2VLFamily:
         common = dict(bos_token_id=special[PAD], eos_token_id=special[EOS], pad_token_id=special[PAD],
                       tie_word_embeddings=True)
         config = Qwen2VLConfig(
-            text_config=dict(vocab_size=len(tokenizer), hidden_size=size.hidden,
+            text_config=dict(vocab_size=vocab_size or len(tokenizer), hidden_size=size.hidden,
                              intermediate_size=size.intermediate, num_hidden_layers=size.layers,
                              num_attention_heads=size.heads, num_key_value_heads=size.kv_heads,
                              max_position_embeddings=1024,
@@ -134,7 +135,7 @@ class LlavaFamily:
                               num_additional_image_tokens=1,
                               chat_template=chat_template(self.image_placeholder))
 
-    def build_model(self, size, tokenizer, image_size):
+    def build_model(self, size, tokenizer, image_size, vocab_size=None):
         from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
         special = dict(zip(self.special_tokens, _ids(tokenizer, self.special_tokens)))
@@ -144,7 +145,7 @@ class LlavaFamily:
                                            num_hidden_layers=size.vision_layers,
                                            num_attention_heads=size.vision_heads,
                                            image_size=image_size, patch_size=14),
-            text_config=LlamaConfig(vocab_size=len(tokenizer), hidden_size=size.hidden,
+            text_config=LlamaConfig(vocab_size=vocab_size or len(tokenizer), hidden_size=size.hidden,
                                     intermediate_size=size.intermediate,
                                     num_hidden_layers=size.layers, num_attention_heads=size.heads,
                                     num_key_value_heads=size.kv_heads, max_position_embeddings=1024,
@@ -183,13 +184,34 @@ def train_tokenizer(texts: Iterable[str], special_tokens: list[str], vocab_size:
                                    chat_template=chat_template(image_placeholder))
 
 
+def pad_tokenizer(tokenizer: PreTrainedTokenizerFast, n_ids: int) -> PreTrainedTokenizerFast:
+    """``tokenizer`` with ``n_ids`` ids: its own, then filler tokens that no text encodes to (a
+    real-size vocabulary, e.g. Qwen2's 151,665 ids, for tests and benchmarks of real shapes)."""
+    import json
+
+    data = json.loads(tokenizer.backend_tokenizer.to_str())
+    vocab = data["model"]["vocab"]
+    have = len(tokenizer)
+    if n_ids < have:
+        raise ValueError(f"the tokenizer already has {have} ids, more than {n_ids}")
+    if max(list(vocab.values()) + [t["id"] for t in data["added_tokens"]]) != have - 1:
+        raise ValueError("the tokenizer's ids are not contiguous")
+    vocab.update({f"<|filler_{i}|>": i for i in range(have, n_ids)})
+    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(data)), eos_token=EOS,
+                                   pad_token=PAD, chat_template=tokenizer.chat_template)
+
+
 def build_tiny_vlm(family_name: str, size: TinySize, tokenizer: PreTrainedTokenizerFast,
-                   out_dir: str | Path, image_size: int = 112, seed: int = 0) -> Path:
+                   out_dir: str | Path, image_size: int = 112, seed: int = 0,
+                   vocab_size: int | None = None) -> Path:
     """Build a randomly initialised tiny VLM with ``tokenizer`` and save model + processor as an
-    ordinary Hugging Face folder."""
+    ordinary Hugging Face folder. ``vocab_size``: LM-head rows, when padded past the tokenizer's
+    ids (as real checkpoints are)."""
     fam = family(family_name)
     torch.manual_seed(seed)
-    model = fam.build_model(size, tokenizer, image_size)
+    if vocab_size is not None and vocab_size < len(tokenizer):
+        raise ValueError(f"vocab_size {vocab_size} is smaller than the tokenizer's {len(tokenizer)} ids")
+    model = fam.build_model(size, tokenizer, image_size, vocab_size)
     processor = fam.build_processor(tokenizer, image_size)
     model.generation_config.suppress_tokens = fam.generation_suppressed_tokens(tokenizer)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -198,8 +220,8 @@ def build_tiny_vlm(family_name: str, size: TinySize, tokenizer: PreTrainedTokeni
     model.save_pretrained(out)
     processor.save_pretrained(out)
     (out / "masters_tiny.json").write_text(
-        __import__("json").dumps({"family": family_name, "size": asdict(size),
-                                  "image_size": image_size, "seed": seed}, indent=2))
+        __import__("json").dumps({"family": family_name, "size": asdict(size), "image_size": image_size,
+                                  "seed": seed, **({"vocab_size": vocab_size} if vocab_size else {})}, indent=2))
     return out
 
 

@@ -34,7 +34,7 @@ from trainer.checkpoints import CARRIED_FILES, META_NAME
 from trainer.config import GRPORunConfig
 from trainer.data import load_verified
 from trainer.losses import masters_loss
-from trainer.offline_batch import OfflineBatcher, max_token_id, training_rows
+from trainer.offline_batch import OfflineBatcher, check_token_ids, training_rows
 
 STATE_DIR = "trainer_state"
 FORWARD_KEYS = ("pixel_values", "image_grid_thw", "mm_token_type_ids", "token_type_ids", "image_sizes",
@@ -161,11 +161,7 @@ def build_trainer(config: GRPORunConfig) -> GRPORun:
     args = grpo_args(config)
     processor = AutoProcessor.from_pretrained(config.model, trust_remote_code=config.trust_remote_code)
     model = AutoModelForImageTextToText.from_pretrained(config.model, dtype=torch.float32)
-    vocab = model.config.get_text_config().vocab_size
-    top = max_token_id(rows)
-    if top >= vocab:
-        raise SnapshotError(f"snapshot {config.snapshot} holds token id {top}, beyond the vocabulary of "
-                            f"{config.model} ({vocab}): it was generated with another tokenizer")
+    check_token_ids(rows, int(model.get_output_embeddings().weight.shape[0]), config.snapshot, config.model)
     if rows.num_rows < args.generation_batch_size:
         raise ConfigError(f"snapshot {config.snapshot} has {rows.num_rows} trainable rows, fewer than one batch "
                           f"(batch_size x gradient_accumulation_steps x processes = {args.generation_batch_size}): "

@@ -76,9 +76,32 @@ def training_rows(ds: datasets.Dataset, sources: Sequence[str], use_jsd: bool,
     return ds, k
 
 
-def max_token_id(ds: datasets.Dataset) -> int:
-    flat = pc.list_flatten(ds.data.table.column("completion_ids"))
-    return int(pc.max(flat).as_py() or 0) if len(flat) else 0
+def check_token_ids(rows: datasets.Dataset, vocab: int, snapshot, model) -> None:
+    """Every completion id and teacher top-k id must be a row of the student's LM head (``vocab``
+    rows): a SnapshotError names the response, the id and the column otherwise."""
+    for column, what in (("completion_ids", "completion token id"), ("teacher_topk_ids", "teacher top-k id")):
+        beyond = first_id_beyond(rows, column, vocab)
+        if beyond:
+            raise SnapshotError(f"snapshot {snapshot}: response {beyond[0]} holds {what} {beyond[1]} "
+                                f"({column}), beyond the vocabulary of {model} ({vocab} ids): it was made with "
+                                "another tokenizer; train a student that shares the teacher's tokenizer")
+
+
+def first_id_beyond(ds: datasets.Dataset, column: str, vocab: int) -> tuple[str, int] | None:
+    """(response_id, id) of the first row whose ``column`` (a list of token ids) holds an id outside
+    0..vocab-1, or None (also when the snapshot has no such column)."""
+    if column not in ds.column_names:
+        return None
+    table = ds.data.table
+    col = table.column(column)
+    flat = pc.list_flatten(col)
+    if not len(flat) or (pc.max(flat).as_py() < vocab and pc.min(flat).as_py() >= 0):
+        return None
+    for rid, ids in zip(table.column("response_id").to_pylist(), col.to_pylist()):
+        bad = [t for t in ids or [] if not 0 <= t < vocab]
+        if bad:
+            return rid, bad[0]
+    return None
 
 
 def _pil(image) -> Image.Image:

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from catalog import Catalog
+from gendata.vocab import check_shared_tokenizer
 from masters.stages import queries
 from masters.stages.base import Stage, Unit
 from masters.stages.scope import IterationScope
@@ -50,14 +51,6 @@ def model_row(folder: Path, role: str, name: str | None = None, parent_model_id:
             "catalog_version": meta.get("catalog_version"),
             "meta": json.dumps({k: meta[k] for k in ("kind", "metrics") if k in meta}, default=str) if meta else None,
             "created_at": datetime.now(timezone.utc)}
-
-
-def check_shared_tokenizer(teacher: Path, student: Path) -> None:
-    from transformers import AutoTokenizer
-
-    if AutoTokenizer.from_pretrained(teacher).get_vocab() != AutoTokenizer.from_pretrained(student).get_vocab():
-        raise MastersError(f"teacher {teacher} and student {student} have different vocabularies; "
-                           "token-level scoring needs a shared tokenizer")
 
 
 def todo(catalog: Catalog, scope: IterationScope) -> list[Unit]:

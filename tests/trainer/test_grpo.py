@@ -9,7 +9,7 @@ import torch
 from schemas.errors import ConfigError, SnapshotError, SnapshotVerificationError
 from trainer.config import GRPORunConfig
 from trainer.grpo import build_trainer, train_grpo
-from trainer.offline_batch import OfflineBatcher, training_rows
+from trainer.offline_batch import OfflineBatcher, check_token_ids, training_rows
 
 
 def _config(student, snap, out, **kw):
@@ -111,6 +111,21 @@ def _rows(**changes):
 def test_bad_rows_are_refused_naming_the_response(changes, message):
     with pytest.raises(SnapshotError, match=message):
         training_rows(_rows(**changes), ["teacher", "student"], True, "snap")
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"teacher_topk_ids": [1, 152_064] * 3}, "response r1 holds teacher top-k id 152064 \\(teacher_topk_ids\\), "
+     "beyond the vocabulary of student \\(152064 ids\\)"),
+    ({"completion_ids": [5, 160_000, 7]}, "response r1 holds completion token id 160000 \\(completion_ids\\)"),
+    ({"teacher_topk_ids": [1, -1] * 3}, "response r1 holds teacher top-k id -1"),
+])
+def test_token_ids_beyond_the_students_head_are_refused(changes, message):
+    """Completion ids and teacher top-k ids are bounds-checked against the student's LM head (a
+    real-size one here: 152,064 rows), naming the response, the id and the column."""
+    rows, _ = training_rows(_rows(**changes), ["teacher", "student"], True, "snap")
+    with pytest.raises(SnapshotError, match=message):
+        check_token_ids(rows, 152_064, "snap", "student")
+    check_token_ids(training_rows(_rows(), ["teacher", "student"], True, "snap")[0], 152_064, "snap", "student")
 
 
 def test_row_selection_by_source_and_missing_columns():
