@@ -55,6 +55,7 @@ def make_chunk(start: int, n: int, rng: np.random.Generator, tokens: int) -> tup
         pa.array(np.zeros(n, np.int64)), sampling, pa.array(["What is the value of bar C?"] * n),
         _lists(lengths, rng.integers(0, 32_000, total, dtype=np.int32), pa.list_(pa.int32())),
         pa.array(["the answer is 42"] * n), pa.array(["stop"] * n), pa.array(lengths), now,
+        _lists(lengths, rng.normal(-1, 0.5, total).astype(np.float32), pa.list_(pa.float32())),
     ], schema=RESPONSES.schema)
     empty = _lists(np.zeros(n, np.int32), np.zeros(0, np.int16), pa.list_(pa.int16()))
     stats = pa.Table.from_arrays([

@@ -78,7 +78,8 @@ def rows(rng: np.random.Generator, n: int, iteration_id: str) -> tuple[pa.Table,
         rid, hex_ids(rng, n), it, hex_ids(rng, n), _const("student", n, pa.string()), _const("m" * 32, n, pa.string()),
         _const(0.0, n, pa.float64()), _const(0, n, pa.int32()), _const(0, n, pa.int64()), sampling,
         _const("q", n, pa.string()), _short_lists(n, pa.list_(pa.int32())), _const("a", n, pa.string()),
-        _const("stop", n, pa.string()), _const(2, n, pa.int32()), now], schema=RESPONSES.schema)
+        _const("stop", n, pa.string()), _const(2, n, pa.int32()), now,
+        pa.nulls(n, pa.list_(pa.float32()))], schema=RESPONSES.schema)
     i16 = _short_lists(n, pa.list_(pa.int16()))
     stats = pa.Table.from_arrays([
         hex_ids(rng, n), rid, it, _const("t" * 32, n, pa.string()), _const(0.2, n, pa.float64()),

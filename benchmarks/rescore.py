@@ -49,6 +49,7 @@ def chunk(start: int, n: int, tokens: int, rng, judge_id: str) -> dict[str, pa.T
         sampling, pa.array(["What is the value of the red bar?"] * n),
         lists(n, tokens, rng.integers(0, 32000, n * tokens, dtype=np.int32), pa.list_(pa.int32())),
         pa.array(["4"] * n), pa.array(["stop"] * n), pa.array(np.full(n, tokens, np.int32)), now,
+        pa.nulls(n, pa.list_(pa.float32())),
     ], schema=RESPONSES.schema)
     score = (rng.random(n) < 0.5).astype(np.float64)
     verdicts = pa.Table.from_arrays([

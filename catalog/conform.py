@@ -34,8 +34,12 @@ def iter_tables(data: Any) -> Iterator[pa.Table]:
 
 
 def conform(spec: TableSpec, table: pa.Table) -> pa.Table:
-    """Return ``table`` with exactly the spec's columns, in order, cast to the spec's types.
-    Missing, unknown, non-castable or null-in-required columns raise SchemaMismatchError."""
+    """Return ``table`` with exactly the spec's columns, in order, cast to the spec's types. A
+    missing nullable column (data from before the column existed) is filled with nulls; missing
+    required, unknown, non-castable or null-in-required columns raise SchemaMismatchError."""
+    for field in spec.schema:
+        if field.nullable and field.name not in table.column_names:
+            table = table.append_column(field.name, pa.nulls(table.num_rows, field.type))
     have = set(table.column_names)
     missing = [n for n in spec.schema.names if n not in have]
     if missing:

@@ -37,7 +37,7 @@ from catalog.data_files import data_file_path, filesystem, partition_values, spl
 from catalog.engine import ALIAS, METADATA_SCHEMA, attach, local_catalog_file
 from catalog.locks import WriterLock, writer_lock
 from catalog.sql_guard import check_read_only, qualified_tables
-from catalog.types import ddl_for
+from catalog.types import ddl_for, duckdb_type
 from schemas.config import CatalogConfig
 from schemas.errors import CatalogError, MastersError, SchemaMismatchError, UnknownVersionError
 from schemas.tables import ALL_TABLES, TableSpec, table_spec
@@ -134,15 +134,20 @@ class Catalog:
     def _ensure_tables(self) -> None:
         existing = self._existing_tables()
         missing = [spec for spec in ALL_TABLES if spec.name not in existing]
-        if missing:
+        added = [(spec, f) for spec in ALL_TABLES if spec.name in existing for f in spec.schema
+                 if f.nullable and f.name not in {c for c, _ in existing[spec.name]}]
+        if missing or added:
             self._con.execute("BEGIN")
             try:
                 for spec in missing:
                     self._con.execute(ddl_for(f"{ALIAS}.{spec.name}", spec.schema))
                     if spec.partition:
                         self._con.execute(f"ALTER TABLE {ALIAS}.{spec.name} SET PARTITIONED BY ({_q(spec.partition)})")
-                self._set_commit_message("create tables", {"stage": "init",
-                                         "tables": [s.name for s in missing]})
+                for spec, f in added:  # a newer version's nullable column: older rows read as null
+                    self._con.execute(f"ALTER TABLE {ALIAS}.{spec.name} ADD COLUMN {_q(f.name)} {duckdb_type(f.type)}")
+                self._set_commit_message("create tables" if missing else "add columns", {
+                    "stage": "init", "tables": [s.name for s in missing],
+                    "columns": [f"{s.name}.{f.name}" for s, f in added]})
                 self._con.execute("COMMIT")
             except BaseException:
                 self._con.execute("ROLLBACK")
@@ -157,8 +162,9 @@ class Catalog:
                     continue  # an older catalog: the table simply has no rows yet
                 raise SchemaMismatchError(spec.name, None, "table missing from the catalog")
             have = [c for c, _ in existing[spec.name]]
-            for name in spec.columns:
-                if name not in have:
+            for f in spec.schema:
+                name = f.name
+                if name not in have and not (self.read_only and f.nullable):  # read-only: an older catalog
                     raise SchemaMismatchError(
                         spec.name, name, "column missing from the catalog's table (the catalog "
                         "was made by another version of masters-distill)")

@@ -14,6 +14,7 @@ what is missing reproduces exactly what a full run would have.
 from __future__ import annotations
 
 import hashlib
+import math
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timezone
@@ -26,6 +27,7 @@ from gendata.hf_generate import Sample, chat_text, generate, load_vlm
 from gendata.masking import MaskSpec, masked, plan_masks
 from schemas import ids
 from schemas.config import StrictModel
+from schemas.errors import MastersError
 from schemas.tables import RESPONSES
 
 
@@ -78,7 +80,10 @@ class VLLMBackend:
     name = "vllm"
 
     def __init__(self, path: str, mask_ratio: float = 0.0, mask_spec: MaskSpec | None = None,
-                 trust_remote_code: bool = True, placement=None, **engine_kwargs):
+                 trust_remote_code: bool = True, placement=None, plan=None, **engine_kwargs):
+        """``plan``: the teacher's mask thresholds when already computed (from its files:
+        ``gendata.checkpoint_masking.plan_checkpoint_masks``); the masked copy is streamed from
+        the checkpoint's safetensors files, tensor by tensor."""
         try:
             from vllm import LLM
         except ImportError as exc:
@@ -91,13 +96,18 @@ class VLLMBackend:
             from gendata.checkpoint_masking import export_masked_checkpoint
 
             self._tmp = tempfile.TemporaryDirectory(prefix="masked-")
-            path = str(export_masked_checkpoint(path, mask_ratio, self._tmp.name, mask_spec))
+            path = str(export_masked_checkpoint(path, mask_ratio, self._tmp.name, mask_spec, plan=plan))
         from transformers import GenerationConfig
 
         self.processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
-        # vLLM ignores generation_config.suppress_tokens: turn them into a logit bias
+        # vLLM ignores generation_config.suppress_tokens: turn them into a logit bias, with the
+        # LM head's padding rows past the tokenizer's ids (not tokens: never to be sampled)
+        from transformers import AutoConfig
+
         suppress = getattr(GenerationConfig.from_pretrained(path), "suppress_tokens", None) or []
-        self.logit_bias = {int(t): -100.0 for t in suppress}
+        width = AutoConfig.from_pretrained(path).get_text_config().vocab_size
+        padding = range(len(self.processor.tokenizer), width)
+        self.logit_bias = {int(t): -100.0 for t in [*suppress, *padding]}
         from gendata.placement import DEFAULT
 
         engine_kwargs = {**(placement or DEFAULT).vllm_kwargs(), **engine_kwargs}
@@ -153,6 +163,21 @@ def backend(name: str, path: str, **kwargs) -> GenerationBackend:
     return cls(path, **kwargs)
 
 
+LOGPROB_FLOOR = -1e4  # as the scoring pass floors its log-probs: a -inf stays a number in the catalog
+
+
+def behaviour_logprobs(response_id: str, sample: Sample) -> list[float] | None:
+    """The engine's per-token log-probs as stored: one per token, floored, or None when the engine
+    gave none (or not one per token); a NaN is refused, naming the response."""
+    lps = sample.logprobs
+    if not lps or len(lps) != len(sample.token_ids):
+        return None
+    if any(math.isnan(x) for x in lps):
+        raise MastersError(f"response {response_id}: the generation engine returned a NaN log-prob "
+                           "(a diverged model?); refusing to store it")
+    return [max(float(x), LOGPROB_FLOOR) for x in lps]
+
+
 def question_seed(seed: int, question_id: str) -> int:
     return int(hashlib.sha256(f"{seed}|{question_id}".encode()).hexdigest()[:8], 16)
 
@@ -186,5 +211,6 @@ def generate_responses(engine: GenerationBackend, questions: pa.Table, images: M
                              "mask_ratio": mask_ratio, "sample_index": k, "seed": seed,
                              "sampling": params, "prompt": q["question"], "token_ids": s.token_ids,
                              "text": s.text, "finish_reason": s.finish_reason,
-                             "num_tokens": len(s.token_ids), "created_at": now})
+                             "num_tokens": len(s.token_ids), "created_at": now,
+                             "behaviour_logprobs": behaviour_logprobs(rid, s)})
         yield pa.Table.from_pylist(rows, schema=RESPONSES.schema)

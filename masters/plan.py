@@ -123,7 +123,8 @@ class RunPlan:
                 raise MastersError(f"iteration {i}'s {what} {folder} does not exist yet"
                                    + (": the previous iteration's training makes it (`masters run` does)"
                                       if what == "student" and i > 0 else ""))
-        return IterationScope.build(spec, self.config.judge, self.reward)
+        ratios = tuple(sorted({p.mask_ratio for p in self.iterations if str(p.teacher) == spec.teacher and p.mask_ratio > 0}))
+        return IterationScope.build(spec, self.config.judge, self.reward, mask_ratios=ratios)
 
     def eval_scope(self, catalog, checkpoints, iteration: int | None) -> EvalScope:
         e = self.config.eval

@@ -73,8 +73,10 @@ def report_data(catalog: Catalog, run_id: str) -> dict:
               "JOIN iterations it ON it.iteration_id = s.iteration_id WHERE it.run_id = $r "
               "ORDER BY s.catalog_version", params={"r": run_id}).to_pylist()
     versions = [v for v in catalog.versions() if v.rows_added]
+    from masters.mismatch import logprob_mismatch
+
     return {"run_id": run_id, "iterations": iters, "names": names, "evals": evals, "teachers": teachers,
-            "rewards": rewards,
+            "rewards": rewards, "mismatch": logprob_mismatch(catalog, run_id),
             "verdicts": verdicts, "snapshots": snaps, "versions": versions}
 
 
@@ -200,6 +202,13 @@ def build_report(catalog: Catalog, run_id: str, out: Path, *, ablation: dict | N
               f"<img src='{_schedule_plot(data)}' alt='mask schedule'>",
               _table(["iteration", "mask ratio", "teacher", "student"], it_rows),
               "<h2>Judge verdicts</h2>", f"<img src='{_verdict_plot(data)}' alt='verdict counts'>",
+              "<h2>Behaviour vs teacher-forced log-probs</h2>",
+              "<p class=muted>Per token, |log-prob the generating engine gave - log-prob the scoring pass computed "
+              "for the same model| (the train/inference mismatch; teacher log-probs are stored to 0.001 nats).</p>",
+              _table(["iteration", "source", "responses", "tokens", "mean |Δ|", "max |Δ|"],
+                     [[m["iteration"], m["source"], m["responses"], m["tokens"], f"{m['mean_abs']:.2e}",
+                       f"{m['max_abs']:.2e}"] for m in data["mismatch"]])
+              if data["mismatch"] else "<p class=muted>No engine log-probs stored for this run.</p>",
               "<h2>Snapshots and catalog versions</h2>", _table(["snapshot", "catalog version", "rows", "manifest sha256"],
                                                                snap_rows),
               "<details><summary>catalog versions</summary>",

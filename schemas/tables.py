@@ -120,6 +120,10 @@ RESPONSES = TableSpec("responses", "response_id", pa.schema([
     col("finish_reason", pa.string(), "stop / length"),
     col("num_tokens", pa.int32(), "len(token_ids)"),
     col("created_at", TS, "when the row was written"),
+    col("behaviour_logprobs", pa.list_(pa.float32()),
+        "the generating engine's own log-prob of each token (vLLM's raw log-probs, or transformers generate's "
+        "over the tokenizer's ids), floored at -10000; null when the engine gave none. Compared with the "
+        "teacher-forced scoring log-probs in the report (the train/inference mismatch)", nullable=True),
 ]), "Every generated response, teacher and student, per iteration.", partition="iteration_id")
 
 TOKEN_STATS = TableSpec("token_stats", "stats_id", pa.schema([

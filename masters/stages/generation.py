@@ -78,11 +78,13 @@ class Generator:
         if spec.backend == "transformers":
             self.engine = TransformersBackend(folder, mask_ratio=self.ratio, mask_spec=scope.mask_spec,
                                               loaded=models.get(folder, where),
-                                              plan=models.mask_plan(folder, self.ratio, scope.mask_spec, where))
+                                              plan=models.mask_plan(folder, self.ratio, scope.mask_spec, where,
+                                                                    scope.mask_ratios))
         else:
             try:
+                plan = models.checkpoint_plan(folder, self.ratio, scope.mask_spec, scope.mask_ratios)
                 self.engine = backend(spec.backend, str(Path(folder)), mask_ratio=self.ratio, mask_spec=scope.mask_spec,
-                                      placement=where)
+                                      placement=where, plan=plan)
             except ValueError as exc:
                 raise MastersError(f"backend: {exc}") from None
 

@@ -32,8 +32,7 @@ class ModelCache:
 
         transformers.utils.logging.disable_progress_bar()  # the stage's own bar says what is going on
         while len(self._models) >= self.capacity:
-            old, _ = self._models.popitem(last=False)
-            self._plans = {k: v for k, v in self._plans.items() if k[0] != old}
+            self._models.popitem(last=False)
             gc.collect()
         self._models[key] = load_vlm(key[0], placement=placement)
         self.loads += 1
@@ -43,17 +42,34 @@ class ModelCache:
     def _key(path, placement) -> tuple[str, str]:
         return str(Path(path).absolute()), placement.model_dump_json() if placement is not None else ""
 
-    def mask_plan(self, path: str | Path, ratio: float, mask_spec=None, placement=None):
-        """The mask thresholds of a cached model at ``ratio`` (None when unmasked), computed once."""
+    def mask_plan(self, path: str | Path, ratio: float, mask_spec=None, placement=None, ratios=()):
+        """The mask thresholds of a cached model at ``ratio`` (None when unmasked). The first call
+        for a model computes every ratio of ``ratios`` too, in one pass; plans outlive ``clear()``
+        (they are a few floats per tensor), so a later iteration's ratio costs no pass."""
         from gendata.masking import plan_masks
 
         if ratio <= 0:
             return None
-        model, _ = self.get(path, placement)
-        key = (self._key(path, placement), float(ratio), repr(mask_spec))
-        if key not in self._plans:
-            self._plans[key] = plan_masks(model, [ratio], mask_spec)
-        return self._plans[key]
+        dtype = placement.dtype if placement is not None else None  # thresholds follow the values loaded
+        key = ("memory", str(Path(path).absolute()), dtype, repr(mask_spec))
+        plan = self._plans.get(key)
+        if plan is None or not _has(plan, ratio):
+            model, _ = self.get(path, placement)
+            plan = self._plans[key] = plan_masks(model, _wanted(ratio, ratios, plan), mask_spec)
+        return plan
+
+    def checkpoint_plan(self, path: str | Path, ratio: float, mask_spec=None, ratios=()):
+        """Thresholds computed from the checkpoint's files without loading it (for engines that
+        load a masked copy: vLLM), every ratio of ``ratios`` in one pass, kept like ``mask_plan``'s."""
+        from gendata.checkpoint_masking import plan_checkpoint_masks
+
+        if ratio <= 0:
+            return None
+        key = ("files", str(Path(path).absolute()), None, repr(mask_spec))
+        plan = self._plans.get(key)
+        if plan is None or not _has(plan, ratio):
+            plan = self._plans[key] = plan_checkpoint_masks(path, _wanted(ratio, ratios, plan), mask_spec)
+        return plan
 
     @property
     def held(self) -> int:
@@ -63,9 +79,16 @@ class ModelCache:
     def clear(self) -> None:
         """Drop every model (and free the GPU memory they held)."""
         self._models.clear()
-        self._plans.clear()
         gc.collect()
         import torch
 
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def _has(plan, ratio: float) -> bool:
+    return any(abs(r - ratio) < 1e-9 for r in plan.ratios)
+
+
+def _wanted(ratio: float, ratios, plan) -> list[float]:
+    return sorted({float(ratio), *(float(r) for r in ratios if r > 0), *(plan.ratios if plan else ())})

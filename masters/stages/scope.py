@@ -81,12 +81,13 @@ class IterationScope:
     teacher_model_id: str
     student_model_id: str
     mask_spec: MaskSpec | None = None
+    mask_ratios: tuple[float, ...] = ()  # every ratio the run masks this teacher at: one threshold pass for all
 
     @classmethod
     def build(cls, spec: IterationSpec, judge: Any, reward: RewardConfig,
-              mask_spec: MaskSpec | None = None) -> "IterationScope":
+              mask_spec: MaskSpec | None = None, mask_ratios: tuple[float, ...] = ()) -> "IterationScope":
         return cls(spec, judge, reward, ids.checkpoint_id(Path(spec.teacher)), ids.checkpoint_id(Path(spec.student)),
-                   mask_spec)
+                   mask_spec, tuple(mask_ratios))
 
     @property
     def run_id(self) -> str:

@@ -49,7 +49,8 @@ class Scorer:
         self.student, student_processor = models.get(spec.student, spec.student_placement)
         self.vocab = shared_vocab_size(self.teacher, self.student,
                                        min(len(self.processor.tokenizer), len(student_processor.tokenizer)))
-        self.plan = models.mask_plan(spec.teacher, spec.mask_ratio, scope.mask_spec, spec.teacher_placement)
+        self.plan = models.mask_plan(spec.teacher, spec.mask_ratio, scope.mask_spec, spec.teacher_placement,
+                                     scope.mask_ratios)
 
     def produce(self, units) -> dict:
         s, spec = self.scope, self.scope.spec

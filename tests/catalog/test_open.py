@@ -57,3 +57,27 @@ def test_sqlite_catalog_admits_several_processes(tmp_path, gendata, run_python):
             "print(Catalog.open(cfg).count('questions'))", stdout=subprocess.PIPE, text=True)
         out, _ = reader.communicate(timeout=60)
         assert out.strip() == str(tables["questions"].num_rows)
+
+
+def test_a_catalog_from_before_a_nullable_column_is_upgraded(filled_catalog, catalog_dir):
+    """A newer version's nullable column (responses.behaviour_logprobs) is added when a writer
+    opens an older catalog: its rows read as null, readers of the old catalog are not refused,
+    and data without the column still appends."""
+    import pyarrow as pa
+
+    cat, tables, _ = filled_catalog
+    n = tables["responses"].num_rows
+    cat._con.execute("ALTER TABLE lake.responses DROP COLUMN behaviour_logprobs")  # as an older version made it
+    cat.close()
+    with Catalog.open_read_only(catalog_dir) as ro:
+        assert "behaviour_logprobs" not in ro.sql("SELECT * FROM responses LIMIT 0").column_names
+    with Catalog.open(catalog_dir) as cat:
+        rows = cat.sql("SELECT behaviour_logprobs FROM responses").column(0)
+        assert len(rows) == n and rows.null_count == n
+        assert "add columns" in [v.message for v in cat.versions()]
+        new = tables["responses"].slice(0, 1).drop_columns(["behaviour_logprobs"])
+        new = new.set_column(0, "response_id", pa.array(["r-new"]))
+        with cat.commit("old writer", stage="generate") as tx:
+            tx.append("responses", new)  # a producer that does not know the column
+        assert cat.sql("SELECT behaviour_logprobs IS NULL AS missing FROM responses "
+                       "WHERE response_id = 'r-new'").column(0).to_pylist() == [True]

@@ -104,3 +104,30 @@ def test_radix_selection_when_the_sample_misses(monkeypatch):
     monkeypatch.undo()
     b = w.to(torch.bfloat16)
     assert masking._thresholds_by_radix(b, RATIOS, chunk=4096) == masking._thresholds_by_sort(b.float().abs(), RATIOS)
+
+
+def test_one_threshold_pass_serves_the_whole_schedule(tiny_checkpoints, monkeypatch):
+    """The process's model cache computes a teacher's thresholds for every ratio the run masks it
+    at in one pass (in memory or from its files), and keeps them when the models are dropped."""
+    from gendata import checkpoint_masking
+    from masters.stages.models import ModelCache
+
+    passes = {"memory": 0, "files": 0}
+    real_memory, real_files = masking.plan_masks, checkpoint_masking.plan_checkpoint_masks
+
+    def count(kind, real):
+        def wrapped(*args, **kwargs):
+            passes[kind] += 1
+            return real(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(masking, "plan_masks", count("memory", real_memory))
+    monkeypatch.setattr(checkpoint_masking, "plan_checkpoint_masks", count("files", real_files))
+    cache, path, schedule = ModelCache(), tiny_checkpoints["qwen2_vl"], (0.2, 0.15, 0.1, 0.05)
+    first = cache.mask_plan(path, 0.2, ratios=schedule)
+    cache.clear()  # the loop drops the models after each iteration's Gen-Data
+    later = [cache.mask_plan(path, r, ratios=schedule) for r in (0.15, 0.1, 0.05)]
+    assert passes["memory"] == 1 and all(p is first for p in later) and first.ratios == tuple(sorted(schedule))
+    assert cache.mask_plan(path, 0.3) is not first and passes["memory"] == 2  # a ratio outside it: one more pass
+    files = [cache.checkpoint_plan(path, r, ratios=schedule) for r in schedule]
+    assert passes["files"] == 1 and files[0].thresholds == {n: t for n, t in first.thresholds.items()}

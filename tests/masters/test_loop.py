@@ -54,6 +54,15 @@ def test_two_iterations_register_lineage(tiny_pair, catalog_dir):
         lineage = cat.sql(lineage_sql("t/student@iter2") + " ORDER BY r.response_id").to_pylist()
         evals = cat.sql("SELECT iteration FROM evaluations WHERE run_id = 't' ORDER BY iteration NULLS FIRST")
         assert evals.column(0).to_pylist() == [None, -1, 0, 1]  # teacher, start, after each iteration
+        from masters.mismatch import logprob_mismatch  # every token's engine log-prob, beside the scored one
+
+        tokens = cat.sql("SELECT it.iteration, r.source, sum(r.num_tokens)::INT AS n FROM responses r "
+                         "JOIN iterations it USING (iteration_id) WHERE it.run_id = 't' "
+                         "AND r.behaviour_logprobs IS NOT NULL GROUP BY ALL").to_pylist()
+        mismatch = logprob_mismatch(cat, "t")
+        assert {(m["iteration"], m["source"]): m["tokens"] for m in mismatch} == \
+            {(t["iteration"], t["source"]): t["n"] for t in tokens} and len(mismatch) == 4
+        assert all(m["mean_abs"] < 1e-2 for m in mismatch), mismatch  # one model, two passes: a small gap
     snap = next(p for p in (catalog_dir / "snapshots").iterdir() if p.name == "t-iter1")
     trained_on = sorted(pq.read_table(snap / "data", columns=["response_id"]).column(0).to_pylist())
     assert [r["response_id"] for r in lineage] == trained_on  # SQL lineage = the snapshot's rows
@@ -78,6 +87,7 @@ def _check_report(catalog_dir):
     with Catalog.open_read_only(catalog_dir) as cat:
         page = build_report(cat, "t", catalog_dir / "report.html", ablation=ablation)
     text = page.read_text()
+    assert "Behaviour vs teacher-forced log-probs" in text and "No engine log-probs" not in text
     assert len(re.findall(r"<img src='data:image/png;base64,", text)) == 5  # accuracy, R, D, schedule, verdicts
     assert not re.search(r"(src|href)=['\"]?(http|file|/)", text)  # nothing outside the page
     for needed in ("starting student", "student after iteration 1", "t-iter0", "t-iter1", "0.400, 0.600",
