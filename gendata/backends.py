@@ -41,6 +41,17 @@ class SamplingConfig(StrictModel):
     max_new_tokens: int = Field(32, gt=0, description="response length limit")
 
 
+class VLLMOptions(StrictModel):
+    """vLLM engine settings of the vllm backend (how the engine runs, not what it samples)."""
+
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="share of each GPU's memory the engine takes")
+    enforce_eager: bool = Field(False, description="no CUDA graphs (starts faster, decodes slower)")
+    max_model_len: int | None = Field(None, gt=0, description="context length limit (default: the model's)")
+
+    def engine_kwargs(self) -> dict:
+        return self.model_dump(exclude_none=True)
+
+
 class GenerationBackend(Protocol):
     name: str
 

@@ -80,27 +80,32 @@ def _summary_core(t_logits: torch.Tensor, s_logits: torch.Tensor, token_ids: tor
 _COMPILED = {}
 
 
-def _core(compile_: bool):
+def _core(compile_: bool, device: torch.device):
     """The summary math, fused by torch.compile (about 4x faster on CPU; compiled once per
-    process, cached by inductor across processes), or eager when compiling is off or fails."""
+    process and device type, cached by inductor across processes), or eager when compiling is
+    off or fails (no compiler toolchain, no triton for the GPU...)."""
     if not compile_:
         return _summary_core
-    if "core" not in _COMPILED:
+    if device.type not in _COMPILED:
         try:
             fn = torch.compile(_summary_core, dynamic=True)
-            fn(torch.zeros(2, 8), torch.zeros(2, 8), torch.zeros(2, dtype=torch.long), 2)  # compile now
-            _COMPILED["core"] = fn
-        except Exception:  # no compiler toolchain, unsupported platform...: stay correct, eagerly
-            _COMPILED["core"] = _summary_core
-    return _COMPILED["core"]
+            z = torch.zeros(2, 8, device=device)
+            fn(z, z, torch.zeros(2, dtype=torch.long, device=device), 2)  # compile now
+            _COMPILED[device.type] = fn
+        except Exception:  # stay correct, eagerly
+            _COMPILED[device.type] = _summary_core
+    return _COMPILED[device.type]
 
 
 def summarise(t_logits: torch.Tensor, s_logits: torch.Tensor, token_ids: torch.Tensor, top_k: int,
               compile_: bool = False) -> TokenSummary:
-    """Per-token summaries of two (T, V) logit tensors for the emitted ``token_ids`` (T,)."""
+    """Per-token summaries of two (T, V) logit tensors for the emitted ``token_ids`` (T,),
+    computed where the teacher's logits are (a GPU's vocabulary-wide math stays on the GPU;
+    only the per-token results come back)."""
     k = min(top_k, t_logits.shape[-1])
-    out = _core(compile_)(t_logits, s_logits, token_ids, k)
-    return TokenSummary(*[x.detach().numpy() for x in out])
+    device = t_logits.device
+    out = _core(compile_, device)(t_logits, s_logits.to(device), token_ids.to(device), k)
+    return TokenSummary(*[x.detach().cpu().numpy() for x in out])
 
 
 def _concat(parts: list[TokenSummary]) -> TokenSummary:
@@ -155,7 +160,7 @@ def score_group(teacher, student, processor, prompt: str, image, completions: Se
         head_t = teacher.get_output_embeddings()
         for start in range(0, len(ids), config.chunk):  # bounded memory: chunk x vocab at a time
             stop = start + config.chunk
-            parts.append(summarise(head_t(h_t[start:stop])[:, :vocab].cpu(), head_s(h_s[start:stop])[:, :vocab].cpu(),
+            parts.append(summarise(head_t(h_t[start:stop])[:, :vocab], head_s(h_s[start:stop])[:, :vocab],
                                    ids[start:stop], config.top_k, config.compile))
     whole = _concat(parts)
     out, offset = [], 0

@@ -113,7 +113,7 @@ class RunPlan:
             mask_ratio=p.mask_ratio if mask_ratio is None else mask_ratio,
             teacher_responses=c.teacher_responses + (c.student_responses if teacher_only else 0),
             student_responses=0 if teacher_only else c.student_responses, seed=p.sampling_seed,
-            backend=c.backend, sampling=c.sampling, scoring=c.scoring,
+            backend=c.backend, vllm=c.vllm, sampling=c.sampling, scoring=c.scoring,
             teacher_placement=self.placement_of(teacher or p.teacher), student_placement=c.student.placement)
 
     def scope(self, i: int, **spec_args) -> IterationScope:

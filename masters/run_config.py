@@ -12,7 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, field_validator, model_validator
 
-from gendata.backends import SamplingConfig
+from gendata.backends import SamplingConfig, VLLMOptions
 from gendata.placement import Placement
 from gendata.scoring import ScoringConfig
 from gendata.schedule import MaskSchedule
@@ -122,6 +122,7 @@ class RunConfig(StrictModel):
     student_responses: int = Field(4, ge=0, description="responses per question from the student")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="sampling (the paper's)")
     backend: str = Field("transformers", description="generation backend: transformers / vllm")
+    vllm: VLLMOptions = Field(default_factory=VLLMOptions, description="vLLM engine settings (backend: vllm)")
     scoring: ScoringConfig = Field(default_factory=ScoringConfig, description="teacher-forced scoring")
     judge: JudgeConfig = Field(default_factory=JudgeConfig, description="the judge giving R_acc")
     reward: RewardWeights = Field(default_factory=RewardWeights, description="reward weights and divergence")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import yaml
@@ -16,6 +17,9 @@ import yaml
 from schemas.errors import MastersError
 
 KINDS = ("grpo", "sft")
+# DeepSpeed ZeRO-3 calls torch.distributed functions torch 2.13 deprecates, once per step and
+# rank: a console of them says nothing the user can act on
+warnings.filterwarnings("ignore", category=FutureWarning, module="torch.distributed")
 
 
 def load_config(kind: str, path: str, overrides: list[str]):

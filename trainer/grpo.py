@@ -161,7 +161,8 @@ def build_trainer(config: GRPORunConfig) -> GRPORun:
     args = grpo_args(config)
     processor = AutoProcessor.from_pretrained(config.model, trust_remote_code=config.trust_remote_code)
     model = AutoModelForImageTextToText.from_pretrained(config.model, dtype=torch.float32)
-    check_token_ids(rows, int(model.get_output_embeddings().weight.shape[0]), config.snapshot, config.model)
+    # the head width from the config: under ZeRO-3 the weight is partitioned (its local shape is 0)
+    check_token_ids(rows, int(model.config.get_text_config().vocab_size), config.snapshot, config.model)
     if rows.num_rows < args.generation_batch_size:
         raise ConfigError(f"snapshot {config.snapshot} has {rows.num_rows} trainable rows, fewer than one batch "
                           f"(batch_size x gradient_accumulation_steps x processes = {args.generation_batch_size}): "

@@ -83,8 +83,9 @@ class Generator:
         else:
             try:
                 plan = models.checkpoint_plan(folder, self.ratio, scope.mask_spec, scope.mask_ratios)
+                options = spec.vllm.engine_kwargs() if spec.backend == "vllm" else {}
                 self.engine = backend(spec.backend, str(Path(folder)), mask_ratio=self.ratio, mask_spec=scope.mask_spec,
-                                      placement=where, plan=plan)
+                                      placement=where, plan=plan, **options)
             except ValueError as exc:
                 raise MastersError(f"backend: {exc}") from None
 

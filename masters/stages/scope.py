@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import Field
 
-from gendata.backends import SamplingConfig
+from gendata.backends import SamplingConfig, VLLMOptions
 from gendata.masking import MaskSpec
 from gendata.placement import Placement
 from gendata.questions import QuestionSet
@@ -36,13 +36,14 @@ class IterationSpec(StrictModel):
     scoring: ScoringConfig = Field(default_factory=ScoringConfig, description="teacher-forced scoring")
     questions_per_batch: int = Field(16, gt=0, description="questions per generation commit")
     groups_per_batch: int = Field(8, gt=0, description="question groups per scoring commit")
+    vllm: VLLMOptions = Field(default_factory=VLLMOptions, description="vLLM engine settings (backend: vllm)")
     teacher_placement: Placement = Field(default_factory=Placement, description="the teacher's dtype and placement")
     student_placement: Placement = Field(default_factory=Placement, description="the student's dtype and placement")
 
     def config_hash(self) -> str:
-        """What makes the iteration's rows: batch sizes and device placement do not; a dtype set
-        explicitly does (bf16 and fp32 sample differently)."""
-        spec = self.model_dump(mode="json", exclude={"questions_per_batch", "groups_per_batch",
+        """What makes the iteration's rows: batch sizes, engine settings and device placement do
+        not; a dtype set explicitly does (bf16 and fp32 sample differently)."""
+        spec = self.model_dump(mode="json", exclude={"questions_per_batch", "groups_per_batch", "vllm",
                                                      "teacher_placement", "student_placement"})
         for side in ("teacher", "student"):
             dtype = getattr(self, f"{side}_placement").dtype
