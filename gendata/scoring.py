@@ -63,8 +63,10 @@ def _summary_core(t_logits: torch.Tensor, s_logits: torch.Tensor, token_ids: tor
     KL(p||q) = sum p (log p - log q); KL(q||p) = -sum q (log p - log q)."""
     # log-probs floored at -1e4: a zero-probability token (a -inf logit) then contributes
     # 0 * -1e4 = 0 instead of NaN, and a KL that is truly infinite comes out huge (stored clipped)
-    t = t_logits.float().log_softmax(-1).clamp_min(-1e4)
-    s = s_logits.float().log_softmax(-1).clamp_min(-1e4)
+    tl, sl = t_logits.float(), s_logits.float()
+    lse_t = tl.logsumexp(-1, keepdim=True)
+    t = (tl - lse_t).clamp_min(-1e4)
+    s = (sl - sl.logsumexp(-1, keepdim=True)).clamp_min(-1e4)
     p, q = t.exp(), s.exp()
     lm = ((p + q) * 0.5).log().clamp_min(-1e4)
     d = t - s
@@ -72,7 +74,10 @@ def _summary_core(t_logits: torch.Tensor, s_logits: torch.Tensor, token_ids: tor
     kl_f = (p * d).sum(-1)
     kl_r = -(q * d).sum(-1)
     tok = token_ids.unsqueeze(-1)
-    top_v, top_i = t.topk(top_k, dim=-1)
+    # top-k of the logits, not of the log-probs: same order (one shift per row), and the fused
+    # kernel then never writes a vocabulary-sized tensor (about 40% of its time at 152k ids)
+    top_v, top_i = tl.topk(top_k, dim=-1)
+    top_v = (top_v - lse_t).clamp_min(-1e4)
     return (s.gather(-1, tok).squeeze(-1), t.gather(-1, tok).squeeze(-1), jsd.clamp_min(0),
             kl_f.clamp_min(0), kl_r.clamp_min(0), top_i, top_v)
 
