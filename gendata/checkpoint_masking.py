@@ -130,7 +130,7 @@ def parameter_keys(model, keys: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def _masked_tensors(folder: Path, spec: MaskSpec | None) -> dict[str, StoredTensor]:
+def masked_tensors(folder: Path, spec: MaskSpec | None) -> dict[str, StoredTensor]:
     """Parameter name -> stored tensor, for every tensor the mask touches."""
     tensors = stored_tensors(folder)
     model = skeleton(folder)
@@ -154,7 +154,7 @@ def plan_checkpoint_masks(folder, ratios: Sequence[float], spec: MaskSpec | None
     for r in ratios:
         if not 0.0 <= r <= 1.0:
             raise ValueError(f"mask ratio {r} is outside [0, 1]")
-    chosen = _masked_tensors(folder, spec)
+    chosen = masked_tensors(folder, spec)
     plan = MaskPlan(ratios)
     for name, t in tqdm(chosen.items(), desc="mask thresholds", unit="tensor", disable=not progress):
         plan.thresholds[name] = tensor_thresholds(read_tensor(t), ratios, f"{t.file.name}:{t.key}")
@@ -208,7 +208,7 @@ def export_masked_checkpoint(src, ratio: float, out, spec: MaskSpec | None = Non
     src, out = Path(src), Path(out)
     if out.resolve() == src.resolve():
         raise MastersError(f"{out}: the masked copy must not overwrite its source checkpoint")
-    chosen = _masked_tensors(src, spec)
+    chosen = masked_tensors(src, spec)
     if ratio > 0 and (plan is None or any(n not in plan.thresholds for n in chosen)):
         plan = plan_checkpoint_masks(src, [ratio], spec, progress)
     by_file: dict[Path, dict[str, float]] = {}

@@ -82,7 +82,7 @@ HIGH = 1 << 16  # buckets of the radix selection: the high 16 bits of |w| (sign,
 NON_FINITE = 0x7F80  # buckets at or above it hold inf and NaN
 
 
-def _guess_buckets(w: torch.Tensor, ranks: Sequence[int], sample: int = 1 << 12) -> torch.Tensor:
+def _guess_buckets(w: torch.Tensor, ranks: Sequence[int], sample: int = 1 << 14) -> torch.Tensor:
     """Buckets likely to hold the wanted ranks, from a seeded random sample of |w| (a window of
     +-5 sigma of the sample quantile around each rank). Only speed depends on the guess."""
     flat = w.detach().reshape(-1)
