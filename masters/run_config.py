@@ -147,6 +147,13 @@ class RunConfig(StrictModel):
             raise ValueError(f"mask.iterations ({self.mask.iterations}) must equal iterations ({self.iterations})")
         if self.teacher_responses + self.student_responses < 2:
             raise ValueError("teacher_responses + student_responses must be at least 2 (a GRPO group)")
+        if self.production.launcher == "ray" and self.backend == "vllm":
+            gpus = self.production.resources_per_shard.num_gpus
+            for i, m in enumerate([*self.teachers, self.student]):
+                if (m.tensor_parallel_size or 1) > max(gpus, 1):
+                    where = f"teachers.{i}" if i < len(self.teachers) else "student"
+                    raise ValueError(f"{where}.tensor_parallel_size ({m.tensor_parallel_size}) is more GPUs than a "
+                                     f"shard reserves (production.resources_per_shard.num_gpus: {gpus:g})")
         return self
 
     @property

@@ -30,6 +30,8 @@ ROOT = Path(__file__).resolve().parents[2]
     ({"run_id": "a", "teachers": [{"model": "x", "device_map": {"model": "gpu0"}}]}, "device_map\\['model'\\]"),
     ({"run_id": "a", "teachers": [{"model": "x", "max_memory": {0: "lots"}}]}, "max_memory.*70GiB"),
     ({"run_id": "a", "student": {"model": "x", "devicemap": "auto"}}, "student.devicemap: unknown key"),
+    ({"run_id": "a", "backend": "vllm", "production": {"launcher": "ray", "resources_per_shard": {"num_gpus": 1}},
+      "teachers": [{"model": "x", "tensor_parallel_size": 4}]}, "teachers.0.tensor_parallel_size \\(4\\) is more GPUs"),
     ({"run_id": "bad id"}, "run_id"),
     ({}, "run_id"),
 ])
