@@ -40,7 +40,9 @@ class ModelCache:
 
     @staticmethod
     def _key(path, placement) -> tuple[str, str]:
-        return str(Path(path).absolute()), placement.model_dump_json() if placement is not None else ""
+        from gendata.placement import DEFAULT
+
+        return str(Path(path).absolute()), (placement or DEFAULT).model_dump_json()  # None is the default
 
     def mask_plan(self, path: str | Path, ratio: float, mask_spec=None, placement=None, ratios=()):
         """The mask thresholds of a cached model at ``ratio`` (None when unmasked). The first call
