@@ -60,16 +60,22 @@ def generate(engine, table, images, n: int, ratio: float, max_new_tokens: int = 
             for r in t.to_pylist()]
 
 
-def check_vllm_generation(ladder: Path, table, images) -> list[dict]:
+def check_vllm_generation(ladder: Path, table, images, throughput_table) -> tuple[list[dict], float]:
+    """The masked-vs-unmasked checks; the unmasked engine then measures vLLM's throughput (one
+    engine start fewer)."""
     from gendata.backends import VLLMBackend
 
-    opts = dict(gpu_memory_utilization=0.3, enforce_eager=True)
-    out = {}
+    out, rate = {}, 0.0
     for ratio in (0.2, 0.0):
-        eng = VLLMBackend(str(ladder / "L"), mask_ratio=ratio, **opts)
+        started = time.perf_counter()
+        eng = VLLMBackend(str(ladder / "L"), mask_ratio=ratio, gpu_memory_utilization=0.3,
+                          enforce_eager=ratio > 0)  # the throughput engine keeps its CUDA graphs
+        print(f"  vLLM engine (mask {ratio}) ready in {time.perf_counter() - started:.0f} s")
         out[ratio] = generate(eng, table, images, 4, ratio)
         if ratio == 0.2:
             again = generate(eng, table, images, 4, ratio)
+        else:
+            rate = responses_per_second(eng, throughput_table, images)
         eng.close()
     masked, plain = out[0.2], out[0.0]
     differ = sum(a["token_ids"] != b["token_ids"] for a, b in zip(masked, plain))
@@ -80,7 +86,17 @@ def check_vllm_generation(ladder: Path, table, images) -> list[dict]:
     per_token = all(r["behaviour_logprobs"] is not None and len(r["behaviour_logprobs"]) == r["num_tokens"]
                     for r in masked)
     check("vLLM: behaviour log-probs", per_token, "one per generated token" if per_token else "missing")
-    return masked
+    return masked, rate
+
+
+SAMPLES, TOKENS = 8, 32  # the throughput workload: samples per question, tokens at most
+
+
+def responses_per_second(engine, table, images) -> float:
+    generate(engine, table.slice(0, 2), images, SAMPLES, 0.0)  # warm-up
+    started = time.perf_counter()
+    rows = generate(engine, table, images, SAMPLES, 0.0, max_new_tokens=TOKENS)
+    return len(rows) / (time.perf_counter() - started)
 
 
 def check_bf16_scoring(ladder: Path, table, images, responses: list[dict], device: str) -> None:
@@ -149,24 +165,13 @@ def check_iteration(ladder: Path, work: Path, use_vllm: bool) -> None:
               f"max {m['max_abs']:.2e} over {m['tokens']} tokens")
 
 
-def check_throughput(ladder: Path, table, images, use_vllm: bool) -> None:
-    from gendata.backends import TransformersBackend, VLLMBackend
+def check_throughput(ladder: Path, table, images, vllm_rate: float | None) -> None:
+    from gendata.backends import TransformersBackend
 
-    n = 8
-    rates = {}
-    engines = [("transformers", lambda: TransformersBackend(str(ladder / "L")))]
-    if use_vllm:
-        engines.insert(0, ("vllm", lambda: VLLMBackend(str(ladder / "L"), gpu_memory_utilization=0.3)))
-    for name, make in engines:
-        eng = make()
-        generate(eng, table.slice(0, 2), images, n, 0.0)  # warm-up
-        started = time.perf_counter()
-        rows = generate(eng, table, images, n, 0.0, max_new_tokens=32)
-        rates[name] = len(rows) / (time.perf_counter() - started)
-        if hasattr(eng, "close"):
-            eng.close()
-        del eng
-    print(f"  {'backend':14s} {'responses/s':>12s}   ({table.num_rows} questions x {n} samples, up to 32 tokens)")
+    rates = {} if vllm_rate is None else {"vllm": vllm_rate}
+    rates["transformers"] = responses_per_second(TransformersBackend(str(ladder / "L")), table, images)
+    print(f"  {'backend':14s} {'responses/s':>12s}   ({table.num_rows} questions x {SAMPLES} samples, up to "
+          f"{TOKENS} tokens, teacher L unmasked)")
     for name, rate in rates.items():
         print(f"  {name:14s} {rate:12.1f}")
     ratio = f"; vllm / transformers = {rates['vllm'] / rates['transformers']:.1f}x" if "vllm" in rates else ""
@@ -201,16 +206,24 @@ def main() -> int:
     started = time.perf_counter()
     ladder = (args.ladder or ensure_ladder(progress=True)) / "models"
     table, images = questions(args.questions)
+    workload = table if use_gpu else table.slice(0, 8)
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
+        section = time.perf_counter()
         if use_gpu:
-            responses = check_vllm_generation(ladder, table.slice(0, 16), images)
+            responses, vllm_rate = check_vllm_generation(ladder, table.slice(0, 16), images, workload)
         else:
             from gendata.backends import TransformersBackend
 
-            responses = generate(TransformersBackend(str(ladder / "L"), mask_ratio=0.2), table.slice(0, 8), images, 4, 0.2)
-        check_bf16_scoring(ladder, table, images, responses, device)
-        check_iteration(ladder, Path(tmp), use_vllm=use_gpu)
-        check_throughput(ladder, table if use_gpu else table.slice(0, 8), images, use_vllm=use_gpu)
+            responses, vllm_rate = generate(TransformersBackend(str(ladder / "L"), mask_ratio=0.2), table.slice(0, 8),
+                                            images, 4, 0.2), None
+        for name, run_check in (("generation", None),
+                                ("bf16 scoring", lambda: check_bf16_scoring(ladder, table, images, responses, device)),
+                                ("iteration", lambda: check_iteration(ladder, Path(tmp), use_vllm=use_gpu)),
+                                ("throughput", lambda: check_throughput(ladder, workload, images, vllm_rate))):
+            if run_check is not None:
+                run_check()
+            print(f"  ({name}: {time.perf_counter() - section:.0f} s)", flush=True)
+            section = time.perf_counter()
     failed = [name for name, ok, _ in RESULTS if not ok]
     print(f"\n{len(RESULTS) - len(failed)} of {len(RESULTS)} checks passed in {time.perf_counter() - started:.0f} s"
           + (f"; FAILED: {', '.join(failed)}" if failed else ""))
