@@ -28,7 +28,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import GRPOConfig, GRPOTrainer
 from trl.trainer.utils import RepeatSampler
 
-from schemas.errors import ConfigError, SnapshotError
+from schemas.errors import ConfigError
 from schemas.snapshot import Manifest
 from trainer.checkpoints import CARRIED_FILES, META_NAME
 from trainer.config import GRPORunConfig
