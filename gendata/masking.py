@@ -14,7 +14,8 @@ Thresholds for every ratio of a schedule come from one pass per tensor, not one 
 single sort of |w| for tensors up to ``SORT_LIMIT`` elements; above that, an exact radix
 selection on the bit patterns of |w| (one chunked pass counts the high 16 bits and keeps the
 members of the few buckets a small random sample points at; a sort of those members gives the
-exact values), so no tensor is copied whole and the cost is a few times one read of the weights.
+exact values), so no tensor is copied whole (its cost against one read of the weights is
+measured by ``benchmarks/masking.py``).
 
 ``gendata/checkpoint_masking.py`` computes the same plan, and writes masked checkpoints, straight
 from safetensors files, tensor by tensor, without loading the model.
