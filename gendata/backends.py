@@ -100,7 +100,9 @@ class VLLMBackend:
         except ImportError as exc:
             raise ImportError("the vllm backend needs vLLM (pip install 'masters-distill[gpu]' on a "
                               "GPU machine)") from exc
-        from transformers import AutoProcessor
+        from transformers import AutoConfig, AutoProcessor, GenerationConfig
+
+        from gendata.placement import DEFAULT
 
         self._tmp = None
         if mask_ratio > 0:
@@ -108,19 +110,13 @@ class VLLMBackend:
 
             self._tmp = tempfile.TemporaryDirectory(prefix="masked-")
             path = str(export_masked_checkpoint(path, mask_ratio, self._tmp.name, mask_spec, plan=plan))
-        from transformers import GenerationConfig
-
         self.processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
         # vLLM ignores generation_config.suppress_tokens: turn them into a logit bias, with the
         # LM head's padding rows past the tokenizer's ids (not tokens: never to be sampled)
-        from transformers import AutoConfig
-
         suppress = getattr(GenerationConfig.from_pretrained(path), "suppress_tokens", None) or []
         width = AutoConfig.from_pretrained(path).get_text_config().vocab_size
         padding = range(len(self.processor.tokenizer), width)
         self.logit_bias = {int(t): -100.0 for t in [*suppress, *padding]}
-        from gendata.placement import DEFAULT
-
         engine_kwargs = {**(placement or DEFAULT).vllm_kwargs(), **engine_kwargs}
         self.llm = LLM(model=path, trust_remote_code=trust_remote_code,
                        limit_mm_per_prompt={"image": 1, "video": 0}, **engine_kwargs)

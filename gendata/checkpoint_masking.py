@@ -19,14 +19,14 @@ from __future__ import annotations
 import json
 import shutil
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from gendata.masking import MaskPlan, MaskSpec, apply_mask, masked_parameters, tensor_thresholds
+from gendata.masking import MaskPlan, MaskSpec, apply_mask, checked_ratios, masked_parameters, tensor_thresholds
 from schemas.errors import MastersError
 
 DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -74,17 +74,17 @@ def weight_files(folder: Path) -> list[Path]:
     return files
 
 
+def file_tensors(path: Path) -> tuple[bytes, list[StoredTensor]]:
+    """The raw header of one safetensors file and its tensors, in the order of their bytes."""
+    raw, header = read_header(path)
+    tensors = [StoredTensor(path, key, e["dtype"], tuple(e["shape"]), len(raw) + e["data_offsets"][0],
+                            len(raw) + e["data_offsets"][1]) for key, e in header.items() if key != "__metadata__"]
+    return raw, sorted(tensors, key=lambda t: t.begin)
+
+
 def stored_tensors(folder: Path) -> dict[str, StoredTensor]:
     """Every tensor of the checkpoint by its key in the files."""
-    out = {}
-    for path in weight_files(folder):
-        raw, header = read_header(path)
-        for key, entry in header.items():
-            if key == "__metadata__":
-                continue
-            b, e = entry["data_offsets"]
-            out[key] = StoredTensor(path, key, entry["dtype"], tuple(entry["shape"]), len(raw) + b, len(raw) + e)
-    return out
+    return {t.key: t for path in weight_files(folder) for t in file_tensors(path)[1]}
 
 
 def read_tensor(t: StoredTensor) -> torch.Tensor:
@@ -150,10 +150,7 @@ def plan_checkpoint_masks(folder, ratios: Sequence[float], spec: MaskSpec | None
     """The thresholds of every ratio for every masked tensor, one tensor in memory at a time;
     equal to ``plan_masks`` on the model loaded from ``folder``."""
     folder = Path(folder)
-    ratios = tuple(sorted(set(float(r) for r in ratios)))
-    for r in ratios:
-        if not 0.0 <= r <= 1.0:
-            raise ValueError(f"mask ratio {r} is outside [0, 1]")
+    ratios = checked_ratios(ratios)
     chosen = masked_tensors(folder, spec)
     plan = MaskPlan(ratios)
     for name, t in tqdm(chosen.items(), desc="mask thresholds", unit="tensor", disable=not progress):
@@ -174,26 +171,23 @@ def _copy_range(src, dst, n: int) -> None:
 def _write_masked_file(path: Path, out: Path, masked_here: dict[str, float], bar) -> None:
     """Copy one safetensors file to ``out``, the tensors in ``masked_here`` (key -> threshold)
     zeroed below their threshold. Written to a temporary name, renamed when complete."""
-    raw, header = read_header(path)
-    entries = sorted(((k, e) for k, e in header.items() if k != "__metadata__"), key=lambda kv: kv[1]["data_offsets"][0])
+    raw, tensors = file_tensors(path)
     tmp = out.with_name(out.name + ".partial")
     with open(path, "rb") as src, open(tmp, "wb") as dst:
         dst.write(raw)
         src.seek(len(raw))
-        pos = 0
-        for key, entry in entries:
-            b, e = entry["data_offsets"]
-            _copy_range(src, dst, b - pos)  # any padding between tensors, as it is
-            if key in masked_here:
-                t = StoredTensor(path, key, entry["dtype"], tuple(entry["shape"]), len(raw) + b, len(raw) + e)
+        pos = len(raw)
+        for t in tensors:
+            _copy_range(src, dst, t.begin - pos)  # any padding between tensors, as it is
+            if t.key in masked_here:
                 w = read_tensor(t)
-                apply_mask(w, masked_here[key])
+                apply_mask(w, masked_here[t.key])
                 if w.numel():
                     dst.write(w.reshape(-1).view(torch.uint8).numpy())  # the buffer itself, no copy
-                src.seek(len(raw) + e)
+                src.seek(t.end)
             else:
-                _copy_range(src, dst, e - b)
-            pos = e
+                _copy_range(src, dst, t.end - t.begin)
+            pos = t.end
             bar.update(1)
         shutil.copyfileobj(src, dst)  # anything after the last tensor
     tmp.replace(out)
@@ -216,18 +210,12 @@ def export_masked_checkpoint(src, ratio: float, out, spec: MaskSpec | None = Non
         for name, t in chosen.items():
             by_file.setdefault(t.file, {})[t.key] = plan.threshold(name, ratio)
     out.mkdir(parents=True, exist_ok=True)
-    files = weight_files(src)
-    total = sum(len([k for k in read_header(f)[1] if k != "__metadata__"]) for f in files)
-    with tqdm(total=total, desc=f"masked export r={ratio:g}", unit="tensor", disable=not progress) as bar:
-        for f in files:
+    with tqdm(total=len(stored_tensors(src)), desc=f"masked export r={ratio:g}", unit="tensor",
+              disable=not progress) as bar:
+        for f in weight_files(src):
             _write_masked_file(f, out / f.name, by_file.get(f, {}), bar)
     for f in src.iterdir():  # config, processor, tokenizer, chat template, shims, the index
         if f.is_file() and f.suffix != ".safetensors":
             shutil.copy(f, out / f.name)
     return out
 
-
-def iter_checkpoint_tensors(folder) -> Iterator[tuple[str, torch.Tensor]]:
-    """(key, tensor) of every stored tensor, one in memory at a time (benchmarks, checks)."""
-    for key, t in stored_tensors(Path(folder)).items():
-        yield key, read_tensor(t)

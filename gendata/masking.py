@@ -180,11 +180,17 @@ class MaskPlan:
         raise KeyError(f"ratio {ratio} is not in this plan's ratios {self.ratios}")
 
 
-def plan_masks(model: nn.Module, ratios: Sequence[float], spec: MaskSpec | None = None) -> MaskPlan:
+def checked_ratios(ratios: Sequence[float]) -> tuple[float, ...]:
+    """A plan's ratios: distinct, sorted, each in [0, 1]."""
     ratios = tuple(sorted(set(float(r) for r in ratios)))
     for r in ratios:
         if not 0.0 <= r <= 1.0:
             raise ValueError(f"mask ratio {r} is outside [0, 1]")
+    return ratios
+
+
+def plan_masks(model: nn.Module, ratios: Sequence[float], spec: MaskSpec | None = None) -> MaskPlan:
+    ratios = checked_ratios(ratios)
     return MaskPlan(ratios, {n: tensor_thresholds(p, ratios, n)
                              for n, p in masked_parameters(model, spec).items()})
 

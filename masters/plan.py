@@ -129,6 +129,6 @@ class RunPlan:
     def eval_scope(self, catalog, checkpoints, iteration: int | None) -> EvalScope:
         e = self.config.eval
         qs, images = queries.split_questions(catalog, e.split, e.limit)
-        placements = tuple((str(c), self.placement_of(c)) for c in checkpoints if self.placement_of(c) != DEFAULT)
+        placements = tuple((str(c), p) for c in checkpoints if (p := self.placement_of(c)) != DEFAULT)
         return EvalScope(tuple(str(c) for c in checkpoints), QuestionSet(qs, images), e.split, self.config.judge,
                          e.max_new_tokens, self.run_id, iteration, placements)

@@ -21,6 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from catalog import Catalog  # noqa: E402
+from masters.mismatch import logprob_mismatch  # noqa: E402
 from schemas.errors import MastersError  # noqa: E402
 
 COLOURS = {"teacher": "#c0392b", "student": "#2874a6"}
@@ -73,8 +74,6 @@ def report_data(catalog: Catalog, run_id: str) -> dict:
               "JOIN iterations it ON it.iteration_id = s.iteration_id WHERE it.run_id = $r "
               "ORDER BY s.catalog_version", params={"r": run_id}).to_pylist()
     versions = [v for v in catalog.versions() if v.rows_added]
-    from masters.mismatch import logprob_mismatch
-
     return {"run_id": run_id, "iterations": iters, "names": names, "evals": evals, "teachers": teachers,
             "rewards": rewards, "mismatch": logprob_mismatch(catalog, run_id),
             "verdicts": verdicts, "snapshots": snaps, "versions": versions}

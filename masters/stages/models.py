@@ -50,27 +50,25 @@ class ModelCache:
         (they are a few floats per tensor), so a later iteration's ratio costs no pass."""
         from gendata.masking import plan_masks
 
-        if ratio <= 0:
-            return None
         dtype = placement.dtype if placement is not None else None  # thresholds follow the values loaded
-        key = ("memory", str(Path(path).absolute()), dtype, repr(mask_spec))
-        plan = self._plans.get(key)
-        if plan is None or not _has(plan, ratio):
-            model, _ = self.get(path, placement)
-            plan = self._plans[key] = plan_masks(model, _wanted(ratio, ratios, plan), mask_spec)
-        return plan
+        return self._plan(("memory", str(Path(path).absolute()), dtype, repr(mask_spec)), ratio, ratios,
+                          lambda wanted: plan_masks(self.get(path, placement)[0], wanted, mask_spec))
 
     def checkpoint_plan(self, path: str | Path, ratio: float, mask_spec=None, ratios=()):
         """Thresholds computed from the checkpoint's files without loading it (for engines that
         load a masked copy: vLLM), every ratio of ``ratios`` in one pass, kept like ``mask_plan``'s."""
         from gendata.checkpoint_masking import plan_checkpoint_masks
 
+        return self._plan(("files", str(Path(path).absolute()), None, repr(mask_spec)), ratio, ratios,
+                          lambda wanted: plan_checkpoint_masks(path, wanted, mask_spec))
+
+    def _plan(self, key: tuple, ratio: float, ratios, compute):
         if ratio <= 0:
             return None
-        key = ("files", str(Path(path).absolute()), None, repr(mask_spec))
         plan = self._plans.get(key)
-        if plan is None or not _has(plan, ratio):
-            plan = self._plans[key] = plan_checkpoint_masks(path, _wanted(ratio, ratios, plan), mask_spec)
+        if plan is None or not any(abs(r - ratio) < 1e-9 for r in plan.ratios):
+            wanted = sorted({float(ratio), *(float(r) for r in ratios if r > 0), *(plan.ratios if plan else ())})
+            plan = self._plans[key] = compute(wanted)
         return plan
 
     @property
@@ -87,10 +85,3 @@ class ModelCache:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
-
-def _has(plan, ratio: float) -> bool:
-    return any(abs(r - ratio) < 1e-9 for r in plan.ratios)
-
-
-def _wanted(ratio: float, ratios, plan) -> list[float]:
-    return sorted({float(ratio), *(float(r) for r in ratios if r > 0), *(plan.ratios if plan else ())})
