@@ -71,3 +71,7 @@ class SourceDataError(MastersError):
         super().__init__(
             f"{len(problems)} bad row(s) of {total_rows} in {source}:\n{shown}{more}\n"
             "Fix the data or the column mapping, or pass --skip-bad (skip_bad=True) to skip them.")
+
+
+class TrainingDiverged(MastersError):
+    """Training produced a non-finite loss or gradient; nothing was saved."""

@@ -28,7 +28,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import GRPOConfig, GRPOTrainer
 from trl.trainer.utils import RepeatSampler
 
-from schemas.errors import ConfigError
+from schemas.errors import ConfigError, TrainingDiverged
 from schemas.snapshot import Manifest
 from trainer.checkpoints import CARRIED_FILES, META_NAME
 from trainer.config import GRPORunConfig
@@ -187,6 +187,16 @@ class BarOnly(ProgressCallback):
         pass
 
 
+def first_non_finite(log_history: list[dict]) -> str | None:
+    """The first logged loss or gradient norm that is NaN or infinite, as 'step N: key = value'."""
+    for h in log_history:
+        for key in ("loss", "grad_norm"):
+            v = h.get(key)
+            if isinstance(v, float) and not math.isfinite(v):
+                return f"step {h.get('step')}: {key} = {v}"
+    return None
+
+
 def train_grpo(config: GRPORunConfig) -> dict[str, Any]:
     """Verify the snapshot, train, save the checkpoint (+ meta.json) to ``config.output_dir``,
     return the final metrics. Under ``accelerate launch`` every process runs this; only the main
@@ -200,8 +210,11 @@ def train_grpo(config: GRPORunConfig) -> dict[str, Any]:
     metrics = {"train_loss": result.training_loss, "steps": trainer.state.global_step,
                "epochs": trainer.state.epoch, "rows": rows.num_rows,
                "first_log": logs[0] if logs else None, "last_log": logs[-1] if logs else None}
-    if not math.isfinite(result.training_loss):
-        raise RuntimeError(f"GRPO diverged: training loss {result.training_loss}")
+    bad = first_non_finite(trainer.state.log_history)
+    if not math.isfinite(result.training_loss) or bad is not None:
+        # transformers leaves NaN steps out of the mean training loss: the logs tell
+        raise TrainingDiverged(f"GRPO diverged on {config.snapshot}: {bad or f'training loss {result.training_loss}'}; "
+                               "nothing was saved. Lower train.learning_rate or train.num_epochs")
     out = Path(config.output_dir)
     trainer.save_model(str(out))  # gathers ZeRO-3 partitions (stage3_gather_16bit_weights_on_model_save)
     if trainer.is_world_process_zero():

@@ -39,9 +39,13 @@ def policy_term(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.
 
 
 def kl_to_reference(logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
-    """Per-token k3 estimate of KL(policy || reference): exp(d) - d - 1 with d = ref - logp."""
-    d = ref_logps - logps
-    return torch.exp(d) - d - 1
+    """Per-token k3 estimate of KL(policy || reference): exp(d) - d - 1 with d = ref - logp,
+    d clamped to [-20, 20] and the estimate to at most 10, as verl's ``low_var_kl`` does
+    (verl/trainer/ppo/core_algos.py, "for numerical stability"): a token the policy has pushed
+    far below the reference (the JSD term does, over several epochs) would otherwise give
+    exp(d) = inf and NaN weights."""
+    d = (ref_logps - logps).clamp(-20.0, 20.0)
+    return (torch.exp(d) - d - 1).clamp(max=10.0)
 
 
 def topk_tail_jsd(student_logits: torch.Tensor, topk_ids: torch.Tensor,

@@ -83,3 +83,24 @@ def test_masters_loss_combines_the_terms():
     assert loss.item() == pytest.approx(m["policy"] + 0.1 * m["kl"] + 2.0 * m["jsd"])
     no_jsd, m2 = masters_loss(logps, old, ref, adv, mask, beta=0.1, jsd_weight=0.0)
     assert "jsd" not in m2 and no_jsd.item() == pytest.approx(m["policy"] + 0.1 * m["kl"])
+
+
+def test_kl_k3_stays_finite_far_from_the_reference():
+    """A token pushed 100 nats below the reference: exp(d) would overflow float32 to inf (and the
+    weights to NaN); the clamped estimate stays finite with a finite gradient."""
+    logps = torch.tensor([[-100.0, -1.0, math.log(0.25)]], requires_grad=True)
+    ref = torch.tensor([[-0.01, -90.0, math.log(0.5)]])
+    kl = kl_to_reference(logps, ref)
+    assert torch.isinf(torch.exp(ref - logps.detach())).any()  # what the unclamped estimator meets
+    assert torch.isfinite(kl).all() and kl[0, 0] == 10.0
+    assert kl[0, 2].item() == pytest.approx(2 - math.log(2) - 1)  # unchanged inside the clamp
+    kl.sum().backward()
+    assert torch.isfinite(logps.grad).all()
+
+
+def test_divergence_is_found_in_the_logs():
+    from trainer.grpo import first_non_finite
+
+    logs = [{"step": 5, "loss": 0.1, "grad_norm": 0.5}, {"step": 10, "loss": 0.0, "grad_norm": float("nan")}]
+    assert first_non_finite(logs) == "step 10: grad_norm = nan"
+    assert first_non_finite(logs[:1]) is None
