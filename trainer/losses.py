@@ -21,6 +21,8 @@ import math
 import torch
 
 LN2 = math.log(2.0)
+TAIL_FLOOR = 1e-12  # smallest tail-bucket probability (changes a JSD by < 1e-11)
+LOG_RATIO_CLAMP = 20.0  # |log importance ratio| bound, as verl's policy losses clamp it
 
 
 def sequence_mean(per_token: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -32,8 +34,11 @@ def sequence_mean(per_token: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def policy_term(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor,
                 epsilon_low: float = 0.2, epsilon_high: float = 0.2) -> torch.Tensor:
-    """Per-token clipped policy-gradient loss; ``advantages`` is (B,) (one per sequence)."""
-    ratio = torch.exp(logps - old_logps)
+    """Per-token clipped policy-gradient loss; ``advantages`` is (B,) (one per sequence). The log
+    ratio is clamped to +-20 first (verl does the same, "for stability"): a token the JSD term has
+    raised by more than 88 nats since it was stored would give exp() = inf, and the clipped
+    branch's zero gradient times inf is NaN."""
+    ratio = torch.exp((logps - old_logps).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP))
     adv = advantages.unsqueeze(-1)
     return -torch.minimum(ratio * adv, torch.clamp(ratio, 1 - epsilon_low, 1 + epsilon_high) * adv)
 
@@ -63,8 +68,10 @@ def topk_tail_jsd_from_logps(student_topk_logps: torch.Tensor, teacher_topk_logp
     the term needs, so the trainer never materialises a full log-softmax over the vocabulary."""
     q_k = student_topk_logps.float().exp()
     p_k = teacher_topk_logps.float().exp()
-    p = torch.cat([p_k, (1 - p_k.sum(-1, keepdim=True)).clamp_min(0)], dim=-1)
-    q = torch.cat([q_k, (1 - q_k.sum(-1, keepdim=True)).clamp_min(0)], dim=-1)
+    # the tail bucket is floored above 0: a student with all its mass on the k tokens has a tail
+    # of exactly 0 in float32, where q log q has an infinite slope and the gradient turns NaN
+    p = torch.cat([p_k, (1 - p_k.sum(-1, keepdim=True)).clamp_min(TAIL_FLOOR)], dim=-1)
+    q = torch.cat([q_k, (1 - q_k.sum(-1, keepdim=True)).clamp_min(TAIL_FLOOR)], dim=-1)
     p = p / p.sum(-1, keepdim=True)                                    # exact renormalisation
     q = q / q.sum(-1, keepdim=True)
     m = 0.5 * (p + q)
@@ -82,7 +89,7 @@ def masters_loss(logps, old_logps, ref_logps, advantages, mask, *, student_topk_
     loss = policy + beta * kl
     with torch.no_grad():
         real = mask.bool()
-        ratio = torch.exp(logps - old_logps)[real]
+        ratio = torch.exp((logps - old_logps).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP))[real]
         clipped = ((ratio < 1 - epsilon_low) | (ratio > 1 + epsilon_high)).float()
     metrics = {"policy": float(policy.detach()), "kl": float(kl.detach()),
                "ratio_mean": float(ratio.mean()) if ratio.numel() else 1.0,
