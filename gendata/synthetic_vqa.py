@@ -31,7 +31,11 @@ COLOURS = {"red": (220, 30, 30), "green": (30, 170, 50), "blue": (30, 70, 230),
            "yellow": (235, 200, 20), "purple": (140, 40, 180), "orange": (245, 130, 20)}
 SHAPES = ("circle", "square", "triangle")
 BAR_MAX = 9
-SPLIT_SALT = {"train": 0, "test": 1_000_003, "validation": 2_000_003}
+SPLIT_SALT = {"train": 0, "test": 1_000_003}
+# the validation split is carved from the train split: the same generator at indices no train set
+# reaches (a train set would need a million questions per type), so tuning never sees test items
+VALIDATION_OFFSET = 1_000_000
+SPLITS = ("train", "validation", "test")
 
 
 @dataclass(frozen=True)
@@ -148,8 +152,10 @@ def png_bytes(img: Image.Image) -> bytes:
 
 def generate_item(qtype: str, seed: int, split: str, index: int, image_size: int = 112) -> Item:
     """One item, a pure function of (qtype, seed, split, index)."""
-    if split not in SPLIT_SALT:
-        raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLIT_SALT)}")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    if split == "validation":
+        split, index = "train", VALIDATION_OFFSET + index
     rng = random.Random(f"{SOURCE}|{seed}|{SPLIT_SALT[split]}|{qtype}|{index}")
     return QUESTION_TYPES[qtype](rng, image_size)
 
