@@ -1,11 +1,20 @@
-"""The tiny checkpoint ladder of the embedded default: a student and teachers S < M < L of one
-real VLM architecture, sharing one locally trained tokenizer, warmed up by SFT on the synthetic
-train split so that held-out accuracy is L > M > S > student.
+"""The tiny checkpoint ladder: a student and teachers S < M < L of one real VLM architecture,
+sharing one locally trained tokenizer, warmed up by SFT on a task's train split so that held-out
+accuracy is L > M > S > student; plus the *ceiling*, the student's architecture trained on ground
+truth with a large budget (how far distillation could take the student at best).
 
-Built once and cached under ``~/.cache/masters-distill/fixtures/<family>-<hash>/`` where the hash
-covers the ladder config and the source of every module that shapes the result (plus the
-torch/transformers/trl versions); a change to either builds a new ladder. Builds are locked
-(one builder at a time) and atomic (a folder appears only complete).
+The task is the built-in synthetic visual QA by default, or any question set
+(``masters.ladder_questions``: an HF dataset by column mapping, or a catalog's questions).
+Built once and cached under ``~/.cache/masters-distill/fixtures/<family>-<hash>/``, where the hash
+covers the ladder config, the questions' content, the source of every module that shapes the
+result and the torch/transformers/trl versions. Builds are locked (one builder at a time) and
+atomic (a folder appears only complete). A ladder may be given a name (``ladder:<name>/<member>``
+in a run config).
+
+Reproducible: the build runs in a child process (``masters.ladder_build``) whose numerics are
+pinned (``pinned_env``: CPU only, a fixed thread count, ATen, MKL and oneDNN held to their AVX2
+code paths), so builds on x86-64 machines with AVX2 and the same package versions give the same
+weights whatever their core count or newer vector units.
 """
 
 from __future__ import annotations
@@ -14,69 +23,123 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
-import time
+import subprocess
+import sys
 import uuid
-from dataclasses import asdict
 from pathlib import Path
 
-from pydantic import Field
-from tqdm.auto import tqdm
+from pydantic import Field, model_validator
 
-from schemas.config import StrictModel
+from masters.ladder_questions import LadderData, LadderQuestions, load_ladder_data
+from schemas.config import CatalogConfig, StrictModel
+from schemas.errors import ConfigError, MastersError
 
 LADDER_ORDER = ("student", "S", "M", "L")
+CEILING = "ceiling"
+MEMBERS = LADDER_ORDER + (CEILING,)
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
 class MemberConfig(StrictModel):
     """One model of the ladder: its dimensions and its warm-up."""
 
-    hidden: int = Field(description="language-model hidden size")
-    layers: int = Field(description="language-model layers")
-    heads: int = Field(4, description="attention heads")
-    kv_heads: int = Field(2, description="key/value heads")
-    vision_hidden: int = Field(description="vision-tower width")
-    vision_layers: int = Field(description="vision-tower depth")
-    vision_heads: int = Field(2, description="vision attention heads")
-    steps: int = Field(description="SFT warm-up steps")
-    learning_rate: float = Field(1e-3, description="SFT learning rate")
+    hidden: int = Field(gt=0, description="language-model hidden size")
+    layers: int = Field(gt=0, description="language-model layers")
+    heads: int = Field(4, gt=0, description="attention heads")
+    kv_heads: int = Field(2, gt=0, description="key/value heads")
+    vision_hidden: int = Field(gt=0, description="vision-tower width")
+    vision_layers: int = Field(gt=0, description="vision-tower depth")
+    vision_heads: int = Field(2, gt=0, description="vision attention heads")
+    steps: int = Field(gt=0, description="SFT warm-up steps")
+    learning_rate: float = Field(1e-3, gt=0, description="SFT learning rate")
+
+
+class CeilingConfig(StrictModel):
+    """The student's architecture (and initial weights) trained on ground truth with a large budget."""
+
+    steps: int = Field(1500, gt=0, description="SFT steps")
+    learning_rate: float = Field(2e-3, gt=0, description="SFT learning rate")
+
+
+def _default_members() -> dict[str, MemberConfig]:
+    # sized on the validation split so that the student starts low with a ceiling well above it
+    # (the vision tower's width is what the student's ceiling depends on most) and L is above both
+    return {
+        "student": MemberConfig(hidden=64, layers=2, vision_hidden=48, vision_layers=2, steps=150,
+                                learning_rate=2e-3),
+        "S": MemberConfig(hidden=64, layers=2, vision_hidden=48, vision_layers=2, steps=400, learning_rate=2e-3),
+        "M": MemberConfig(hidden=80, layers=2, vision_hidden=64, vision_layers=2, steps=800, learning_rate=2e-3),
+        "L": MemberConfig(hidden=96, layers=3, vision_hidden=64, vision_layers=2, steps=2500, learning_rate=2e-3),
+    }
 
 
 class LadderConfig(StrictModel):
-    """The whole ladder. Defaults: the embedded default (Qwen2-VL, 112 px images)."""
+    """The whole ladder. Defaults: the embedded default (Qwen2-VL, 112 px images, synthetic QA)."""
 
     family: str = Field("qwen2_vl", description="VLM family (gendata.tiny_vlm.FAMILIES)")
-    image_size: int = Field(112, description="image side in pixels (a multiple of 28)")
-    vocab_size: int = Field(512, description="BPE vocabulary size of the shared tokenizer")
-    train_questions: int = Field(3000, description="synthetic train questions for the warm-up")
-    eval_questions: int = Field(300, description="held-out test questions for the report")
-    batch_size: int = Field(16, description="SFT batch size")
+    questions: LadderQuestions = Field(default_factory=LadderQuestions, description="the task")
+    image_size: int = Field(112, gt=0, description="image side in pixels (a multiple of 28)")
+    vocab_size: int = Field(512, gt=0, description="BPE vocabulary size of the shared tokenizer")
+    train_questions: int = Field(6000, gt=0, description="train questions for the warm-up (at most, for a source)")
+    validation_questions: int = Field(600, ge=0, description="validation questions carved from train (tuning)")
+    eval_questions: int = Field(600, gt=0, description="held-out test questions of the report (at most)")
+    batch_size: int = Field(16, gt=0, description="SFT batch size")
     seed: int = Field(0, description="data and init seed")
-    members: dict[str, MemberConfig] = Field(default_factory=lambda: {
-        "student": MemberConfig(hidden=48, layers=2, vision_hidden=32, vision_layers=1, steps=150,
-                                learning_rate=3e-3),
-        "S": MemberConfig(hidden=64, layers=2, vision_hidden=32, vision_layers=2, steps=300,
-                          learning_rate=2e-3),
-        "M": MemberConfig(hidden=96, layers=3, vision_hidden=48, vision_layers=2, steps=500,
-                          learning_rate=1e-3),
-        "L": MemberConfig(hidden=128, layers=4, vision_hidden=64, vision_layers=3, steps=1500,
-                          learning_rate=1e-3),
-    }, description="student, S, M, L")
+    threads: int = Field(2, gt=0, description="torch threads of the build (pinned: part of the result)")
+    members: dict[str, MemberConfig] = Field(default_factory=_default_members, description="student, S, M, L")
+    ceiling: CeilingConfig = Field(default_factory=CeilingConfig, description="the student's upper bound")
+
+    @model_validator(mode="after")
+    def _members(self):
+        missing = [m for m in LADDER_ORDER if m not in self.members]
+        unknown = [m for m in self.members if m not in LADDER_ORDER]
+        if missing or unknown:
+            raise ValueError(f"members must be exactly {', '.join(LADDER_ORDER)}"
+                             + (f"; missing {', '.join(missing)}" if missing else "")
+                             + (f"; unknown {', '.join(unknown)}" if unknown else ""))
+        return self
+
+    def with_overrides(self, assignments: dict) -> "LadderConfig":
+        """This config with dotted-key overrides (``members.L.steps``: 3000), validated."""
+        doc = self.model_dump()
+        for key, value in assignments.items():
+            node, parts = doc, key.split(".")
+            for part in parts[:-1]:
+                if not isinstance(node.get(part), dict):
+                    raise ConfigError(f"ladder override {key}: no section {part!r}")
+                node = node[part]
+            if parts[-1] not in node:
+                raise ConfigError(f"ladder override {key}: no key {parts[-1]!r} (keys: {', '.join(node)})")
+            node[parts[-1]] = value
+        return LadderConfig.parse(doc, where="ladder overrides")
 
 
 HASHED_MODULES = ("gendata/tiny_vlm.py", "gendata/processor_shims.py", "gendata/synthetic_vqa.py",
                   "gendata/questions.py", "trainer/sft.py", "trainer/data.py", "trainer/checkpoints.py",
                   "schemas/snapshot.py", "schemas/snapshot_folder.py", "masters/sft_data.py",
-                  "masters/fixtures.py")
+                  "masters/fixtures.py", "masters/ladder_build.py", "masters/ladder_questions.py",
+                  "masters/evaluate.py", "rewards/matching.py")
 
 
-def ladder_hash(config: LadderConfig, root: Path | None = None) -> str:
+def pinned_env(threads: int) -> dict[str, str]:
+    """The environment of the build's child process: what fixes its floating-point results."""
+    n = str(threads)
+    return {"CUDA_VISIBLE_DEVICES": "", "ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2",
+            "ONEDNN_MAX_CPU_ISA": "AVX2", "OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "PYTHONHASHSEED": "0",
+            "TOKENIZERS_PARALLELISM": "false", "DS_ACCELERATOR": "cpu"}
+
+
+def ladder_hash(config: LadderConfig, content_id: str = "", root: Path | None = None) -> str:
     import torch
     import transformers
     import trl
 
     root = root or Path(__file__).resolve().parents[1]
-    h = hashlib.sha256(config.model_dump_json().encode())
+    # the questions count by content, not by where they were read from
+    h = hashlib.sha256(config.model_dump_json(exclude={"questions": {"path"}}).encode())
+    h.update(content_id.encode())
     for rel in HASHED_MODULES:
         h.update(rel.encode() + b"\0" + (root / rel).read_bytes())
     h.update(f"{torch.__version__}|{transformers.__version__}|{trl.__version__}".encode())
@@ -89,90 +152,85 @@ def cache_root() -> Path:
     return Path(base) / "fixtures"
 
 
-def ladder_dir(config: LadderConfig) -> Path:
-    return cache_root() / f"{config.family}-{ladder_hash(config)}"
+def load_data(config: LadderConfig, catalog: CatalogConfig | None = None) -> LadderData:
+    return load_ladder_data(config.questions, train=config.train_questions, validation=config.validation_questions,
+                            test=config.eval_questions, seed=config.seed, image_size=config.image_size,
+                            catalog=catalog)
+
+
+def ladder_dir(config: LadderConfig, data: LadderData | None = None) -> Path:
+    content = "" if config.questions.source == "synthetic" else (data or load_data(config)).content_id()
+    return cache_root() / f"{config.family}-{ladder_hash(config, content)}"
 
 
 def load_report(folder: Path) -> dict:
     return json.loads((folder / "report.json").read_text())
 
 
-def ensure_ladder(config: LadderConfig | None = None, force: bool = False, progress: bool = True) -> Path:
-    """The ladder folder for ``config``: reused when cached, built otherwise (or when ``force``)."""
+def ensure_ladder(config: LadderConfig | None = None, force: bool = False, progress: bool = True,
+                  name: str | None = None, catalog: CatalogConfig | None = None) -> Path:
+    """The ladder folder for ``config``: reused when cached, built otherwise (or when ``force``);
+    ``name`` records it for ``ladder:<name>/<member>``."""
     config = config or LadderConfig()
-    final = ladder_dir(config)
+    if name is not None and not re.match(NAME_PATTERN, name):
+        raise ConfigError(f"ladder name {name!r}: use letters, digits, '_', '.', '-'")
+    data = None if config.questions.source == "synthetic" else load_data(config, catalog)
+    final = ladder_dir(config, data)
     final.parent.mkdir(parents=True, exist_ok=True)
     with open(final.parent / f".{final.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one builder; others wait, then reuse its result
-        if final.exists() and (final / "report.json").exists() and not force:
-            return final
-        tmp = final.parent / f".{final.name}.build-{uuid.uuid4().hex[:8]}"
-        try:
-            build_ladder(config, tmp, progress)
-            if final.exists():
-                shutil.rmtree(final)
-            os.rename(tmp, final)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        if not (final.exists() and (final / "report.json").exists() and not force):
+            tmp = final.parent / f".{final.name}.build-{uuid.uuid4().hex[:8]}"
+            try:
+                _build_in_child(config, data or load_data(config, catalog), tmp, progress)
+                if final.exists():
+                    shutil.rmtree(final)
+                os.rename(tmp, final)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+    if name is not None:
+        named = cache_root() / "named"
+        named.mkdir(parents=True, exist_ok=True)
+        record = named / f"{name}.json"
+        tmp_record = named / f".{name}.json.tmp"
+        tmp_record.write_text(json.dumps({"folder": str(final), "config": config.model_dump(mode="json")}, indent=2))
+        os.replace(tmp_record, record)
     return final
 
 
-def build_ladder(config: LadderConfig, out: Path, progress: bool = True) -> dict:
-    from gendata.hf_generate import load_vlm
-    from gendata.synthetic_vqa import synthetic_vqa
-    from gendata.tiny_vlm import TinySize, build_tiny_vlm, family, param_count, train_tokenizer
-    from masters.evaluate import evaluate
-    from masters.sft_data import write_sft_folder
-    from trainer.config import SFTRunConfig
-    from trainer.sft import train_sft
-
-    import datasets
-    import transformers
-
-    started = time.perf_counter()
-    # one bar for the build instead of transformers'/datasets' per-file bars
-    transformers.utils.logging.disable_progress_bar()
-    datasets.disable_progress_bars()
-    fam = family(config.family)
-    missing = [m for m in LADDER_ORDER if m not in config.members]
-    if missing:
-        raise ValueError(f"ladder config lacks member {missing[0]!r}; it needs {', '.join(LADDER_ORDER)}")
-    train = synthetic_vqa(config.train_questions, "train", config.seed, config.image_size)
-    test = synthetic_vqa(config.eval_questions, "test", config.seed, config.image_size)
-    texts = [q["question"] + " " + q["answer"] for q in train.questions.to_pylist()]
-    tokenizer = train_tokenizer(texts, fam.special_tokens, config.vocab_size, fam.image_placeholder)
-    sft_dir = write_sft_folder(train, out / "data" / "sft-train", "sft-train")
-    report = {"family": config.family, "config": config.model_dump(), "models": {}}
-    steps = sum(config.members[m].steps for m in LADDER_ORDER)
-    bar = tqdm(total=steps, desc="building the tiny ladder", unit="step", disable=not progress)
-    for i, name in enumerate(LADDER_ORDER):
-        m = config.members[name]
-        t0 = time.perf_counter()
-        size = TinySize(m.hidden, m.layers, m.heads, m.kv_heads, m.vision_hidden, m.vision_layers, m.vision_heads)
-        init = build_tiny_vlm(config.family, size, tokenizer, out / "init" / name, config.image_size,
-                              seed=config.seed + i)
-        metrics = train_sft(SFTRunConfig(
-            model=str(init), snapshot=str(sft_dir), output_dir=str(out / "models" / name),
-            max_steps=m.steps, batch_size=config.batch_size, learning_rate=m.learning_rate,
-            seed=config.seed, logging_steps=max(1, m.steps // 5), progress=False))
-        shutil.rmtree(out / "models" / name / "trainer_state", ignore_errors=True)
-        bar.update(m.steps)
-        train_s = time.perf_counter() - t0
-        model_and_processor = load_vlm(out / "models" / name)
-        result = evaluate(out / "models" / name, test, model_and_processor=model_and_processor)
-        model = model_and_processor[0]
-        report["models"][name] = {"path": str(final_path(out, name)), "params": param_count(model),
-                                  "size": asdict(size), "steps": m.steps, "train_seconds": round(train_s, 1),
-                                  "train_metrics": metrics, "test_accuracy": result.accuracy,
-                                  "test_accuracy_per_type": result.per_type, "test_n": result.n}
-    bar.close()
-    shutil.rmtree(out / "init", ignore_errors=True)
-    report["build_seconds"] = round(time.perf_counter() - started, 1)
-    (out / "report.json").write_text(json.dumps(report, indent=2))
-    return report
+def _build_in_child(config: LadderConfig, data: LadderData, out: Path, progress: bool) -> None:
+    out.mkdir(parents=True)
+    data.write(out / "data" / "questions")
+    (out / "ladder-config.json").write_text(config.model_dump_json(indent=2))
+    env = {**os.environ, **pinned_env(config.threads)}
+    proc = subprocess.run([sys.executable, "-m", "masters.ladder_build", str(out)] + ([] if progress else ["--quiet"]),
+                          env=env, cwd=Path(__file__).resolve().parents[1])
+    error = out / "error.txt"
+    if error.exists():
+        raise MastersError(error.read_text().strip())
+    if proc.returncode != 0:
+        raise MastersError(f"building the ladder failed (exit {proc.returncode}); see the output above")
 
 
-def final_path(building: Path, name: str) -> Path:
-    """Where a member lives once the build folder is renamed into place."""
-    final = building.parent / building.name.split(".build-")[0].lstrip(".")
-    return final / "models" / name
+def named_ladder(name: str) -> Path:
+    """The folder of the ladder built with ``--name name``."""
+    record = cache_root() / "named" / f"{name}.json"
+    if not record.is_file():
+        known = sorted(p.stem for p in record.parent.glob("*.json")) if record.parent.is_dir() else []
+        raise ConfigError(f"no ladder named {name!r}" + (f" (named ladders: {', '.join(known)})" if known else "")
+                          + f": build it with `masters fixtures --questions ... --name {name}`")
+    folder = Path(json.loads(record.read_text())["folder"])
+    if not (folder / "report.json").is_file():
+        raise ConfigError(f"ladder {name!r} was at {folder}, which is gone (cache cleared?): build it again with "
+                          f"`masters fixtures --questions ... --name {name}` (its config: {record})")
+    return folder
+
+
+def resolve_ladder_ref(ref: str, progress: bool = True) -> Path:
+    """``<member>`` of the default ladder, or ``<name>/<member>`` of a named one."""
+    name, _, member = ref.rpartition("/")
+    if member not in MEMBERS:
+        raise ConfigError(f"ladder:{ref}: a ladder has {', '.join(MEMBERS)} (ladder:<member> or "
+                          "ladder:<name>/<member>)")
+    folder = named_ladder(name) if name else ensure_ladder(progress=progress)
+    return folder / "models" / member

@@ -24,12 +24,9 @@ LADDER_PREFIX = "ladder:"
 def resolve_model(ref: str, progress: bool = True) -> Path:
     """A checkpoint folder from a config reference (a folder, or ladder:<member>)."""
     if ref.startswith(LADDER_PREFIX):
-        from masters.fixtures import LADDER_ORDER, ensure_ladder
+        from masters.fixtures import resolve_ladder_ref
 
-        member = ref[len(LADDER_PREFIX):]
-        if member not in LADDER_ORDER:
-            raise ConfigError(f"{ref}: the tiny ladder has {', '.join(LADDER_ORDER)}")
-        return ensure_ladder(progress=progress) / "models" / member
+        return resolve_ladder_ref(ref[len(LADDER_PREFIX):], progress)
     path = Path(ref).expanduser()
     if not (path / "config.json").is_file():
         raise ConfigError(f"{ref}: not a checkpoint folder (no config.json)")
@@ -68,6 +65,7 @@ class RunPlan:
     reward: RewardConfig
     start_student: Path
     iterations: tuple[IterationPlan, ...]
+    references: tuple[Path, ...] = ()
 
     @property
     def run_id(self) -> str:
@@ -89,7 +87,8 @@ class RunPlan:
             snapshot=f"{config.run_id}-iter{i}", trained=student_path(out, i + 1),
             teacher_placement=config.stage_for(i).placement) for i in range(config.iterations))
         return cls(config, out, judge, RewardConfig(judge_id=judge.judge_id, **config.reward.model_dump()),
-                   resolve_model(config.student.model, progress), its)
+                   resolve_model(config.student.model, progress), its,
+                   tuple(resolve_model(r, progress) for r in config.eval.references))
 
     def placement_of(self, folder: str | Path) -> Placement:
         """How a checkpoint of this run is loaded: a teacher of the ladder as its stage says,

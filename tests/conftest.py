@@ -44,12 +44,12 @@ def _run_python(code: str, *args: str, **kwargs):
     return subprocess.Popen([sys.executable, "-c", code, *args], env=env, **kwargs)
 
 
-def _masters_cli(*args, fault: str | None = None, timeout: int = 900, popen: bool = False):
+def _masters_cli(*args, fault: str | None = None, timeout: int = 900, popen: bool = False, env: dict | None = None):
     """The `masters` CLI in a fresh interpreter (one torch thread; ``MASTERS_FAULT=fault`` when
-    given): a CompletedProcess, or a running Popen with ``popen``."""
+    given; ``env`` added to the environment): a CompletedProcess, or a running Popen with ``popen``."""
     import subprocess
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **(env or {})}
     env.pop("MASTERS_FAULT", None)
     if fault:
         env["MASTERS_FAULT"] = fault
