@@ -1,7 +1,8 @@
 """The run report: one self-contained HTML page (PNG plots inlined as data URIs) built from the
 catalog alone: accuracy per iteration beside the teachers and the starting student, reward and
 divergence distributions per source and iteration, the mask schedule, judge verdict counts, the
-catalog versions the run produced, and the ablation table when there is one. `render_png`
+catalog versions the run produced, and the ablation table (with 95% intervals and the paired
+differences of the paper's ordering) and sweeps when there are any. `render_png`
 screenshots it with headless Chromium (to check how it looks, or to attach it elsewhere)."""
 
 from __future__ import annotations
@@ -95,6 +96,49 @@ def _accuracy_plot(data: dict, teachers: dict[str, float]) -> str:
     return _png(fig)
 
 
+def _sweep_plot(sweep: dict) -> str:
+    """Held-out accuracy per swept value, with 95% intervals (when there are several seeds)."""
+    points = sweep["points"]
+    xs = list(range(len(points)))
+    fig, ax = plt.subplots(figsize=(5.2, 3.0))
+    err = [p["ci95"] or 0.0 for p in points]
+    ax.errorbar(xs, [p["mean"] for p in points], yerr=err, fmt="o-", color=COLOURS["student"], capsize=4)
+    for p, x in zip(points, xs):
+        ax.plot([x] * len(p["per_seed"]), p["per_seed"], ".", color="#999")
+    ax.set_xticks(xs, [p["value"] for p in points])
+    ax.set_xlabel(sweep["key"])
+    ax.set_ylabel("held-out accuracy")
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def ablation_section(ablation: dict | None, sweeps: list[dict]) -> list[str]:
+    """The ablation table (mean, 95% interval, per seed), the paired differences of the paper's
+    ordering with their verdicts, and each sweep as a table and a plot."""
+    parts = []
+    if ablation:
+        parts += ["<h2>Ablations</h2>", f"<p class=muted>{html.escape(ablation.get('note', ''))}</p>",
+                  _table(["arm", "mean accuracy", "95% interval", "seeds", "per seed"],
+                         [[a["arm"], a["mean"], _interval(a), len(a["per_seed"]),
+                           ", ".join(f"{x:.3f}" for x in a["per_seed"])] for a in ablation["arms"]])]
+        if ablation.get("pairs"):
+            parts += ["<h3>The paper's ordering, paired by seed</h3>",
+                      _table(["claim", "mean difference", "95% interval", "seeds", "verdict"],
+                             [[f"{p['first']} > {p['second']}", p["mean"], _interval(p), p["n"], p["verdict"]]
+                              for p in ablation["pairs"]])]
+    for sweep in sweeps:
+        parts += [f"<h2>Sweep: {html.escape(sweep['key'])}</h2>", f"<p class=muted>{html.escape(sweep['note'])}</p>",
+                  _table([sweep["key"], "mean accuracy", "95% interval", "per seed", "run ids"],
+                         [[p["value"], p["mean"], _interval(p), ", ".join(f"{x:.3f}" for x in p["per_seed"]),
+                           ", ".join(p["run_ids"])] for p in sweep["points"]]),
+                  f"<img src='{_sweep_plot(sweep)}' alt='sweep of {html.escape(sweep['key'])}'>"]
+    return parts
+
+
+def _interval(row: dict) -> str:
+    return "" if row.get("ci95") is None else f"[{row['low']:.3f}, {row['high']:.3f}]"
+
+
 def _distribution_plot(data: dict, field: str, label: str) -> str:
     iters = sorted({r["iteration"] for r in data["rewards"]})
     fig, ax = plt.subplots(figsize=(6.4, 3.4))
@@ -164,7 +208,7 @@ text-align:right}th{background:#f4f6f7}td:first-child,th:first-child{text-align:
 
 
 def build_report(catalog: Catalog, run_id: str, out: Path, *, ablation: dict | None = None,
-                 title: str | None = None) -> Path:
+                 sweeps: list[dict] | None = None, title: str | None = None) -> Path:
     """Write the report to ``out`` (an .html file) and return its path."""
     data = report_data(catalog, run_id)
     teachers = data["teachers"]
@@ -187,12 +231,7 @@ def build_report(catalog: Catalog, run_id: str, out: Path, *, ablation: dict | N
              "<h2>Held-out accuracy</h2>", _table(["model", "checkpoint", "accuracy", "questions"], acc_rows),
              f"<img src='{_accuracy_plot(data, teachers)}' alt='accuracy per iteration'>",
              "<h3>Per question type</h3>", _table(["model"] + types, type_rows)]
-    if ablation:
-        parts += ["<h2>Ablations</h2>",
-                  f"<p class=muted>{html.escape(ablation.get('note', ''))}</p>",
-                  _table(["arm", "mean accuracy", "std", "seeds", "per seed"],
-                         [[a["arm"], a["mean"], a["std"], len(a["per_seed"]),
-                           ", ".join(f"{x:.3f}" for x in a["per_seed"])] for a in ablation["arms"]])]
+    parts += ablation_section(ablation, sweeps or [])
     parts += ["<h2>Rewards and divergence</h2><div class=grid>",
               f"<img src='{_distribution_plot(data, 'reward', 'reward R')}' alt='reward distribution'>",
               f"<img src='{_distribution_plot(data, 'divergence', 'divergence D (JSD, per token)')}' "

@@ -83,7 +83,10 @@ def _check_report(catalog_dir):
     from catalog import Catalog
     from masters.report import build_report, render_png
 
-    ablation = {"note": "n", "arms": [{"arm": "masters", "mean": 0.5, "std": 0.1, "per_seed": [0.4, 0.6]}]}
+    from masters.ablate import summarise
+
+    arms, pairs = summarise({"masters": {0: 0.4, 1: 0.6}, "base": {0: 0.1}})
+    ablation = {"note": "n", "arms": arms, "pairs": pairs}
     with Catalog.open_read_only(catalog_dir) as cat:
         page = build_report(cat, "t", catalog_dir / "report.html", ablation=ablation)
     text = page.read_text()
@@ -91,7 +94,7 @@ def _check_report(catalog_dir):
     assert len(re.findall(r"<img src='data:image/png;base64,", text)) == 5  # accuracy, R, D, schedule, verdicts
     assert not re.search(r"(src|href)=['\"]?(http|file|/)", text)  # nothing outside the page
     for needed in ("starting student", "student after iteration 1", "t-iter0", "t-iter1", "0.400, 0.600",
-                   "teacher"):
+                   "teacher", "95% interval", "masters &gt; base"):
         assert needed in text
     png = render_png(page, catalog_dir / "report.png", height=1600)
     img = Image.open(png).convert("L")
@@ -170,10 +173,24 @@ def test_ablation_arms_run_at_equal_budget(tiny_pair, catalog_dir):
     assert naive_teacher.column(0).to_pylist() == [largest] and one.column(0).to_pylist() == [largest]
     assert ladder.column(0).to_pylist() == [ids.checkpoint_id(student), largest]
     arms = {a["arm"]: a for a in out["arms"]}
-    assert list(arms) == ["base", "naive", "progressive", "masters", "masters-one-teacher"]
+    assert list(arms) == ["base", "naive", "progressive", "masters", "masters-one-teacher", "sft-ground-truth"]
     assert len(arms["base"]["per_seed"]) == 1 and all(len(arms[a]["per_seed"]) == 2 for a in list(arms)[1:])
     assert all(0 <= x <= 1 for a in arms.values() for x in a["per_seed"])
-    assert len(seen) == 9 and Path(out["path"]).is_file()
+    assert all(a["ci95"] is not None for a in list(arms.values())[1:])  # two seeds: an interval
+    assert [(p["first"], p["second"]) for p in out["pairs"]] == [
+        ("masters", "progressive"), ("progressive", "naive"), ("naive", "base"), ("masters", "masters-one-teacher"),
+        ("sft-ground-truth", "masters")]
+    masters_by_seed = dict(zip(arms["masters"]["seeds"], arms["masters"]["per_seed"]))
+    naive_by_seed = dict(zip(arms["naive"]["seeds"], arms["naive"]["per_seed"]))
+    pair = next(p for p in out["pairs"] if p["second"] == "base")
+    assert pair["mean"] == pytest.approx(sum(naive_by_seed.values()) / 2 - arms["base"]["mean"])
+    assert masters_by_seed.keys() == {0, 1}
+    assert len(seen) == 11 and Path(out["path"]).is_file()
+    truth = json.loads((catalog_dir / "runs" / "abl-sft-ground-truth-i2-k2-s1" / "students" / "sft-ground-truth"
+                        / "meta.json").read_text())
+    assert truth["metrics"]["steps"] == 2 * base.iterations  # the upper bound at the same budget, on the answers
+    rows = pq.read_table(catalog_dir / "runs" / "abl-sft-ground-truth-i2-k2-s1" / "data" / "sft-ground-truth" / "data")
+    assert sorted(rows.column("completion").to_pylist()) == sorted(rows.column("answer").to_pylist())
     sft_meta = json.loads((catalog_dir / "runs" / "abl-naive-i2-k2-s0" / "students" / "naive" / "meta.json").read_text())
     assert sft_meta["metrics"]["steps"] == 2 * base.iterations  # the same optimizer steps as the loop's arms
 
