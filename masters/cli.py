@@ -10,9 +10,10 @@ from typing import Optional
 
 import pyarrow as pa
 import typer
+import yaml
 
 from schemas.config import CatalogConfig
-from schemas.errors import MastersError
+from schemas.errors import ConfigError, MastersError
 
 app = typer.Typer(help="masters-distill: a versioned Gen-Data catalog, judges, rewards and an "
                        "offline GRPO trainer for Masters-style VLM distillation.",
@@ -325,23 +326,70 @@ def rescore(
         _fail(exc)
 
 
+def _assignments(items: list[str], what: str) -> dict:
+    """``KEY=VALUE`` pairs, each value read as YAML (numbers, lists, mappings)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{what} {item!r}: write KEY=VALUE (e.g. members.L.steps=3000)")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{what} {item!r}: the value is not valid YAML ({exc})") from None
+    return out
+
+
 @app.command()
 def fixtures(
     force: bool = typer.Option(False, "--force", help="rebuild even when cached"),
     family: str = typer.Option("qwen2_vl", help="VLM family of the ladder (qwen2_vl, llava)"),
+    questions: str = typer.Option("synthetic", "--questions", help="the task: synthetic (built in), hf:<dataset "
+                                  "folder, Parquet or Hub id>, or catalog[:<embedded catalog folder>] (default: "
+                                  "the --catalog one)"),
+    image: str = typer.Option("image", help="hf: image column"),
+    question: str = typer.Option("question", help="hf: question column"),
+    answer: str = typer.Option("answer", help="hf: answer column"),
+    choices: Optional[str] = typer.Option(None, help="hf: options column (multiple choice)"),
+    qtype: Optional[str] = typer.Option(None, help="hf: question-type column"),
+    source_name: Optional[str] = typer.Option(None, "--source-name", help="hf: source name stored with each "
+                                              "question; catalog: only that source's questions"),
+    train_split: str = typer.Option("train", help="split to warm up on (validation is carved from it)"),
+    test_split: str = typer.Option("test", help="held-out split of the report"),
+    name: Optional[str] = typer.Option(None, "--name", help="name the ladder: a run config then says "
+                                       "ladder:<name>/<member>"),
+    set_: list[str] = typer.Option([], "--set", help="override a ladder setting, KEY=VALUE (repeatable), e.g. "
+                                   "members.L.steps=3000, ceiling.steps=2000, train_questions=2000"),
 ) -> None:
-    """Build (or reuse) the tiny checkpoint ladder: student and teachers S < M < L, warmed up by SFT."""
+    """Build (or reuse) a tiny checkpoint ladder: student and teachers S < M < L warmed up by SFT,
+    and the student's ceiling (its architecture trained on ground truth with a large budget)."""
+    from gendata.hf_source import ColumnMapping
     from masters.fixtures import LadderConfig, ensure_ladder, load_report
+    from masters.ladder_questions import LadderQuestions
 
     try:
-        folder = ensure_ladder(LadderConfig(family=family), force=force, progress=True)
+        kind, _, where = questions.partition(":")
+        if kind not in ("synthetic", "hf", "catalog") or (kind == "hf" and not where):
+            raise ConfigError(f"--questions {questions!r}: use synthetic, hf:<dataset> or catalog[:<folder>]")
+        spec = LadderQuestions(source=kind, path=where or None, name=source_name, train_split=train_split,
+                               test_split=test_split,
+                               mapping=ColumnMapping(image=image, question=question, answer=answer,
+                                                     choices=choices, qtype=qtype))
+        config = LadderConfig(family=family, questions=spec).with_overrides(_assignments(set_, "--set"))
+        catalog = State.config() if kind == "catalog" and not where else None
+        folder = ensure_ladder(config, force=force, progress=True, name=name, catalog=catalog)
     except (MastersError, ValueError) as exc:
         _fail(exc)
     report = load_report(folder)
-    typer.echo(f"ladder at {folder} (built in {report['build_seconds']} s)")
-    for name, m in report["models"].items():
-        typer.echo(f"  {name:<8} {m['params']:>9,} params  {m['steps']:>5} SFT steps  "
-                   f"held-out accuracy {m['test_accuracy']:.3f}")
+    typer.echo(f"ladder at {folder} (built in {report['build_seconds']} s)"
+               + (f"; run configs name it ladder:{name}/<member>" if name else ""))
+    typer.echo(f"  chance level {report['chance']['overall']:.3f} on {report['chance']['n']} held-out questions")
+    for member, m in report["models"].items():
+        flag = m["at_chance"]
+        note = ("  AT CHANCE" if flag["overall"] else "") + (
+            f"  (at chance on {', '.join(flag['types'])})" if flag["types"] and not flag["overall"] else "")
+        typer.echo(f"  {member:<8} {m['params']:>9,} params  {m['steps']:>5} SFT steps  held-out accuracy "
+                   f"{m['test_accuracy']:.3f}  validation {m.get('validation_accuracy', float('nan')):.3f}{note}")
 
 
 @app.command()
@@ -412,17 +460,27 @@ def _run_and_report(cfg, html: Optional[str], png: Optional[str], through: Optio
         result = run(cfg, cat, progress=True, report=lambda s: typer.echo(s.line()), through=through)
         out = Path(html) if html else run_dir(cfg, cat.config) / "report.html"
         page = build_report(cat, cfg.run_id, out)
-        names = {r["model_id"]: r["name"] for r in cat.sql("SELECT model_id, name FROM models").to_pylist()}
-        teachers = cat.sql("SELECT model_id, accuracy FROM evaluations WHERE run_id = $r AND iteration IS NULL",
-                           params={"r": cfg.run_id}).to_pylist()
-    _accuracy_table(result, {names.get(t["model_id"], t["model_id"][:12]): t["accuracy"] for t in teachers})
+        measured = cat.sql("SELECT e.model_id, e.accuracy, m.name, m.role FROM evaluations e LEFT JOIN "
+                           "(SELECT DISTINCT model_id, name, role FROM models) m USING (model_id) "
+                           "WHERE e.run_id = $r AND e.iteration IS NULL", params={"r": cfg.run_id}).to_pylist()
+    _accuracy_table(result, measured)
+    if result.iterations and len(result.iterations) == cfg.iterations:
+        from masters.plan import resolve_model
+        from schemas import ids
+
+        last = ids.checkpoint_id(resolve_model(cfg.teachers[-1].model, progress=False))
+        largest = next((m for m in measured if m["model_id"] == last), None)
+        start, final = result.start_accuracy["accuracy"], result.iterations[-1].accuracy
+        if largest and largest["accuracy"] > start:
+            typer.echo(f"gap to teacher {largest['name']} closed: {(final - start) / (largest['accuracy'] - start):.0%} "
+                       f"({start:.3f} -> {final:.3f}, teacher {largest['accuracy']:.3f})")
     typer.echo(f"report: {page}")
     if png:
         typer.echo(f"report rendered: {render_png(page, Path(png))}")
     typer.echo(f"final student: {result.final_student} ({result.seconds:.0f} s)")
 
 
-def _accuracy_table(result, teachers: dict[str, float]) -> None:
+def _accuracy_table(result, measured: list[dict]) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -433,8 +491,11 @@ def _accuracy_table(result, teachers: dict[str, float]) -> None:
     for s in result.iterations:
         table.add_row(f"student after iteration {s.iteration}", f"{s.mask_ratio:.2f}", s.teacher,
                       f"{s.accuracy:.3f}")
-    for name, acc in sorted(teachers.items(), key=lambda kv: kv[1]):
-        table.add_row(f"teacher {name} (unmasked)", "", "", f"{acc:.3f}")
+    for m in sorted(measured, key=lambda m: (m["role"] != "teacher", m["accuracy"])):
+        name = m["name"] or m["model_id"][:12]
+        label = f"teacher {name} (unmasked)" if m["role"] == "teacher" else (
+            "ceiling (the student's architecture, SFT on ground truth)" if name == "ceiling" else name)
+        table.add_row(label, "", "", f"{m['accuracy']:.3f}")
     Console().print(table)
 
 
@@ -579,47 +640,80 @@ def report_cmd(
 @app.command()
 def ablate(
     config: Optional[str] = typer.Option(None, "--config", help="run config to ablate (default: the demo's)"),
-    seeds: str = typer.Option("0,1", help="comma-separated seeds"),
+    seeds: str = typer.Option("0,1,2,3,4", help="comma-separated seeds"),
     steps: int = typer.Option(40, help="optimizer steps per iteration for every trained arm (equal budget)"),
     iterations: Optional[int] = typer.Option(None, help="iterations (default: the config's)"),
-    arms: str = typer.Option(",".join(("base", "naive", "progressive", "masters", "masters-one-teacher")),
-                             help="comma-separated arms"),
+    arms: str = typer.Option(",".join(("base", "naive", "progressive", "masters", "masters-one-teacher",
+                                       "sft-ground-truth")), help="comma-separated arms"),
+    sweep_: list[str] = typer.Option([], "--sweep", help="instead of the arms, the full loop at each value of "
+                                     "a setting: KEY=V1,V2,... (repeatable), e.g. reward.w_distill=0,0.5,1,2, "
+                                     "responses=2+2,4+4, mask.r_max=0.2,0.4, reward.divergence=jsd,kl_forward, "
+                                     "judge=rule,exact"),
+    set_: list[str] = typer.Option([], "--set", help="override a run-config setting, KEY=VALUE (repeatable)"),
     report: Optional[str] = typer.Option(None, "--report", help="report HTML path"),
 ) -> None:
     """The paper's comparisons on the embedded task at equal training budget over several seeds:
-    base student / naive distillation / mask-progressive without rewards / full Masters, and
-    ladder vs one large teacher. Prints mean +- std per arm and writes them into the report."""
+    base student / naive distillation / mask-progressive without rewards / full Masters / ladder
+    vs one large teacher / SFT on ground truth (upper bound). Prints each arm's mean with its 95%
+    interval and the paired differences of the paper's ordering, and writes them into the report.
+    With --sweep: one setting's values instead of the arms."""
     from catalog import Catalog
     from masters.ablate import ARMS, ablate as run_ablation
     from masters.demo import demo_config
     from masters.plan import run_dir
     from masters.report import build_report
+    from masters.sweep import parse_sweep, sweep as run_sweep, with_value
 
     try:
         base = _load_run_config(config) if config else demo_config(run_id="ablate")
         if iterations:
             base = base.model_copy(update={"iterations": iterations, "mask": None})
+        for key, value in _assignments(set_, "--set").items():
+            base = with_value(base, key, value)
         seed_list = [int(x) for x in seeds.split(",") if x.strip()]
         arm_list = tuple(a.strip() for a in arms.split(",") if a.strip())
         unknown = [a for a in arm_list if a not in ARMS]
         if unknown or not seed_list:
             raise MastersError(f"arms must be among {', '.join(ARMS)} (got {unknown}) and seeds non-empty")
+        sweeps = [parse_sweep(s) for s in sweep_]
+        result, swept = None, []
         with Catalog.open(State.config()) as cat:
-            result = run_ablation(cat, base, seed_list, steps, arm_list, progress=True,
-                                  on_result=lambda a, sd, acc: typer.echo(f"{a} seed {sd}: accuracy {acc:.3f}"))
+            if sweeps:
+                for key, values in sweeps:
+                    swept.append(run_sweep(cat, base, key, values, seed_list, steps, progress=True,
+                                           on_result=lambda v, sd, acc, k=key: typer.echo(
+                                               f"{k}={v} seed {sd}: accuracy {acc:.3f}")))
+            else:
+                result = run_ablation(cat, base, seed_list, steps, arm_list, progress=True,
+                                      on_result=lambda a, sd, acc: typer.echo(f"{a} seed {sd}: accuracy {acc:.3f}"))
             page = None
-            if "masters" in arm_list:
+            shown = (f"{base.run_id}-masters-i{base.iterations}-k{steps}-s{seed_list[0]}"
+                     if (result and "masters" in arm_list) or any(s["replays_gendata"] for s in swept)
+                     else swept[0]["points"][0]["run_ids"][0] if swept else None)
+            if shown:
                 out = Path(report) if report else run_dir(base, cat.config).parent / f"{base.run_id}-report.html"
-                page = build_report(cat, f"{base.run_id}-masters-i{base.iterations}-k{steps}-s{seed_list[0]}", out,
-                                    ablation=result,
+                page = build_report(cat, shown, out, ablation=result, sweeps=swept,
                                     title=f"masters-distill ablations ({base.run_id})")
     except MastersError as exc:
         _fail(exc)
-    typer.echo(result["note"])
-    for a in result["arms"]:
-        typer.echo(f"  {a['arm']:<22} {a['mean']:.3f} +- {a['std']:.3f}   per seed "
-                   + ", ".join(f"{x:.3f}" for x in a["per_seed"]))
-    typer.echo(f"results: {result['path']}" + (f"; report: {page}" if page else ""))
+    ci = lambda x: "" if x is None else f" +- {x:.3f}"  # noqa: E731
+    if result:
+        typer.echo(result["note"])
+        for a in result["arms"]:
+            typer.echo(f"  {a['arm']:<22} {a['mean']:.3f}{ci(a['ci95'])}   per seed "
+                       + ", ".join(f"{x:.3f}" for x in a["per_seed"]))
+        for p in result["pairs"]:
+            typer.echo(f"  {p['first']} - {p['second']}: {p['mean']:+.3f}{ci(p['ci95'])} (paired, {p['n']} seeds): "
+                       f"{p['verdict']}")
+        typer.echo(f"results: {result['path']} ({result['seconds']:.0f} s)")
+    for s in swept:
+        typer.echo(s["note"])
+        for p in s["points"]:
+            typer.echo(f"  {s['key']}={p['value']:<10} {p['mean']:.3f}{ci(p['ci95'])}   per seed "
+                       + ", ".join(f"{x:.3f}" for x in p["per_seed"]))
+        typer.echo(f"results: {s['path']} ({s['seconds']:.0f} s)")
+    if page:
+        typer.echo(f"report: {page}")
 
 
 # --- the Hub --------------------------------------------------------------------------------

@@ -43,7 +43,9 @@ from trainer.grpo import train_grpo
 def ensure_questions(catalog: Catalog, config: RunConfig) -> None:
     q = config.questions
     if q.source == "synthetic":
-        for split, n in (("train", q.train), ("test", q.test)):
+        for split, n in (("train", q.train), ("test", q.test), ("validation", q.validation)):
+            if n == 0:
+                continue
             ingest_questions(catalog, synthetic_vqa(n, split, q.seed, q.image_size),
                              f"synthetic {split} questions", source="synthetic", split=split)
     for split in ("train", config.eval.split):
@@ -192,6 +194,10 @@ def _run(plan: RunPlan, catalog: Catalog, launcher: Launcher, progress: bool,
     # the starting student, and the teachers' own accuracy for comparison
     start_acc, *_ = evaluate_checkpoints(catalog, plan, launcher, [plan.start_student], iteration=-1)
     evaluate_checkpoints(catalog, plan, launcher, plan.teachers, iteration=None)
+    if plan.references:  # registered (by name) so that the report and the table can say what they are
+        catalog.append("models", [model_row(r, "reference") for r in plan.references], "register reference models",
+                       stage="register")
+        evaluate_checkpoints(catalog, plan, launcher, plan.references, iteration=None)
     summaries = []
     for p in plan.iterations[:count]:
         t0 = time.perf_counter()

@@ -29,6 +29,8 @@ class QuestionsConfig(StrictModel):
                                                     "(e.g. from `masters questions hf`)")
     train: int = Field(64, gt=0, description="synthetic train questions")
     test: int = Field(100, gt=0, description="synthetic held-out questions (evaluation)")
+    validation: int = Field(0, ge=0, description="synthetic validation questions, carved from the train split "
+                            "(evaluate on them with eval.split: validation to tune without seeing test)")
     seed: int = Field(0, description="synthetic generator seed")
     image_size: int = Field(112, gt=0, description="synthetic image side in pixels")
 
@@ -100,6 +102,9 @@ class EvalConfig(StrictModel):
     split: str = Field("test", description="question split evaluated after each iteration")
     max_new_tokens: int = Field(8, gt=0, description="answer length limit (greedy)")
     limit: int | None = Field(None, gt=0, description="evaluate on at most this many questions")
+    references: list[str] = Field(default_factory=list, description="checkpoints measured once beside the "
+                                  "teachers, e.g. ladder:ceiling (the student's architecture trained on ground "
+                                  "truth: how far the student could go)")
 
 
 class RunConfig(StrictModel):

@@ -79,7 +79,7 @@ QUESTIONS = TableSpec("questions", "question_id", pa.schema([
 MODELS = TableSpec("models", "model_id", pa.schema([
     col("model_id", pa.string(), "content hash of the checkpoint's weight files"),
     col("name", pa.string(), "human name, e.g. 'teacher-L' or 'student@iter3'"),
-    col("role", pa.string(), "student / teacher"),
+    col("role", pa.string(), "student / teacher / reference (measured beside the run, e.g. the ceiling)"),
     col("family", pa.string(), "architecture family, e.g. 'qwen2_vl', 'idefics3'"),
     col("size_label", pa.string(), "S / M / L for teachers, free for students", nullable=True),
     col("path", pa.string(), "where the checkpoint folder lives"),
