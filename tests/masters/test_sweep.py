@@ -62,7 +62,8 @@ def test_weight_and_judge_sweeps_add_no_gendata(tiny_pair, catalog_dir):
         runs = set(point_runs.column(0).to_pylist())
     for key in ("responses", "token_stats"):
         assert after_weights[key] == before[key] and after_judge[key] == before[key]
-    assert after_weights["rewards"] == before["rewards"] + 2 * before["responses"]  # two new reward configs
+    # two new reward configs, each rewarding what the reference's rewarded (complete groups, final verdicts)
+    assert after_weights["rewards"] == 3 * before["rewards"]
     assert after_weights["verdicts"] == before["verdicts"]  # the same judge: nothing judged again
     assert after_judge["verdicts"] == before["verdicts"] + before["responses"]  # the exact judge, once
     assert out["replays_gendata"] and [p["value"] for p in out["points"]] == ["0", "2"]
