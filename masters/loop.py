@@ -135,7 +135,9 @@ def _launch(cfg: GRPORunConfig, config: RunConfig, scratch: Path) -> dict:
     return json.loads((scratch / META_NAME).read_text())["metrics"]
 
 
-def _train(student: Path, snapshot: Path, final: Path, config: RunConfig, seed: int, progress: bool) -> dict:
+def train_student(student: Path, snapshot: Path, final: Path, config: RunConfig, seed: int, progress: bool) -> dict:
+    """Train ``student`` on ``snapshot`` into ``final`` (whole or not at all; a finished training
+    with the same settings is not redone), inline or under ``accelerate launch``."""
     scratch = final.with_name(f".{final.name}.partial")
     cfg = _trainer_config(student, snapshot, scratch, config, seed, progress)
     for done in (final, scratch):  # trained before a restart (killed before the rename, for scratch)
@@ -210,7 +212,7 @@ def _run(plan: RunPlan, catalog: Catalog, launcher: Launcher, progress: bool,
         faults.point("snapshot")
         means = queries.reward_means(catalog, produced.iteration_id, plan.reward.id)
         p.trained.parent.mkdir(parents=True, exist_ok=True)
-        metrics = _train(student, snap.path, p.trained, config, p.train_seed, progress)
+        metrics = train_student(student, snap.path, p.trained, config, p.train_seed, progress)
         row = model_row(p.trained, "student", f"{config.run_id}/student@iter{i + 1}",
                         parent_model_id=ids.checkpoint_id(student))
         catalog.append("models", [row], f"register student iter{i + 1}", stage="register", iteration=i)

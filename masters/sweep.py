@@ -24,7 +24,7 @@ from collections.abc import Callable
 from catalog import Catalog
 from catalog.snapshots import create_snapshot
 from masters.ablate import arm_config
-from masters.loop import _train, ensure_questions, evaluate_checkpoints, run
+from masters.loop import ensure_questions, evaluate_checkpoints, run, train_student
 from masters.plan import RunPlan, run_dir
 from masters.production import Launcher, make_launcher
 from masters.rescore import judge_missing, rescore
@@ -102,7 +102,7 @@ def replay(catalog: Catalog, point: RunConfig, reference: RunConfig, launcher: L
         snap = create_snapshot(catalog, p.snapshot, plan.reward.id, iteration=p.index, run_id=reference.run_id,
                                progress=False)
         p.trained.parent.mkdir(parents=True, exist_ok=True)
-        _train(student, snap.path, p.trained, point, p.train_seed, progress)
+        train_student(student, snap.path, p.trained, point, p.train_seed, progress)
         row = model_row(p.trained, "student", f"{point.run_id}/student@iter{p.index + 1}",
                         parent_model_id=ids.checkpoint_id(student))
         catalog.append("models", [row], f"register student iter{p.index + 1}", stage="register", iteration=p.index)
