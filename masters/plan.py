@@ -22,7 +22,8 @@ LADDER_PREFIX = "ladder:"
 
 
 def resolve_model(ref: str, progress: bool = True) -> Path:
-    """A checkpoint folder from a config reference (a folder, or ladder:<member>)."""
+    """A checkpoint folder from a config reference (a folder, ladder:<member> of the default tiny
+    ladder, or ladder:<name>/<member> of a named one)."""
     if ref.startswith(LADDER_PREFIX):
         from masters.fixtures import resolve_ladder_ref
 

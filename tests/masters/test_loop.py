@@ -85,16 +85,21 @@ def _check_report(catalog_dir):
 
     from masters.ablate import summarise
 
-    arms, pairs = summarise({"masters": {0: 0.4, 1: 0.6}, "base": {0: 0.1}})
+    arms, pairs = summarise({"naive": {0: 0.4, 1: 0.6}, "base": {0: 0.1}})
     ablation = {"note": "n", "arms": arms, "pairs": pairs}
+    sweep = {"key": "reward.w_distill", "note": "n", "points": [
+        {"value": v, "mean": m, "ci95": 0.01, "low": m - 0.01, "high": m + 0.01, "per_seed": [m], "run_ids": [f"p{v}"]}
+        for v, m in (("0", 0.25), ("2", 0.31))]}
     with Catalog.open_read_only(catalog_dir) as cat:
-        page = build_report(cat, "t", catalog_dir / "report.html", ablation=ablation)
+        page = build_report(cat, "t", catalog_dir / "report.html", ablation=ablation, sweeps=[sweep])
     text = page.read_text()
     assert "Behaviour vs teacher-forced log-probs" in text and "No engine log-probs" not in text
-    assert len(re.findall(r"<img src='data:image/png;base64,", text)) == 5  # accuracy, R, D, schedule, verdicts
+    # accuracy, R, D, schedule, verdicts, the sweep's plot
+    assert len(re.findall(r"<img src='data:image/png;base64,", text)) == 6
+    assert "Sweep: reward.w_distill" in text and "[0.300, 0.320]" in text
     assert not re.search(r"(src|href)=['\"]?(http|file|/)", text)  # nothing outside the page
     for needed in ("starting student", "student after iteration 1", "t-iter0", "t-iter1", "0.400, 0.600",
-                   "teacher", "95% interval", "masters &gt; base"):
+                   "teacher", "95% interval", "naive &gt; base"):
         assert needed in text
     png = render_png(page, catalog_dir / "report.png", height=1600)
     img = Image.open(png).convert("L")
