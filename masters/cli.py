@@ -669,7 +669,7 @@ def ablate(
         if iterations:
             base = base.model_copy(update={"iterations": iterations, "mask": None})
         for key, value in _assignments(set_, "--set").items():
-            base = with_value(base, key, value)
+            base = with_value(base, key, value, where="--set")
         seed_list = [int(x) for x in seeds.split(",") if x.strip()]
         arm_list = tuple(a.strip() for a in arms.split(",") if a.strip())
         unknown = [a for a in arm_list if a not in ARMS]

@@ -33,7 +33,7 @@ from pathlib import Path
 from pydantic import Field, model_validator
 
 from masters.ladder_questions import LadderData, LadderQuestions, load_ladder_data
-from schemas.config import CatalogConfig, StrictModel
+from schemas.config import CatalogConfig, StrictModel, set_dotted
 from schemas.errors import ConfigError, MastersError
 
 LADDER_ORDER = ("student", "S", "M", "L")
@@ -105,14 +105,7 @@ class LadderConfig(StrictModel):
         """This config with dotted-key overrides (``members.L.steps``: 3000), validated."""
         doc = self.model_dump()
         for key, value in assignments.items():
-            node, parts = doc, key.split(".")
-            for part in parts[:-1]:
-                if not isinstance(node.get(part), dict):
-                    raise ConfigError(f"ladder override {key}: no section {part!r}")
-                node = node[part]
-            if parts[-1] not in node:
-                raise ConfigError(f"ladder override {key}: no key {parts[-1]!r} (keys: {', '.join(node)})")
-            node[parts[-1]] = value
+            set_dotted(doc, key, value, "ladder overrides")
         return LadderConfig.parse(doc, where="ladder overrides")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 # two-sided 95% quantiles of Student's t, t_{0.975, df}, df = 1..30 (standard tables)
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
@@ -38,9 +38,6 @@ class Interval:
     @property
     def high(self) -> float | None:
         return None if self.half_width is None else self.mean + self.half_width
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "low": self.low, "high": self.high}
 
 
 def mean_ci(values: list[float]) -> Interval:

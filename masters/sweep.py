@@ -32,6 +32,7 @@ from masters.run_config import RunConfig
 from masters.stages.registration import model_row
 from masters.stats import mean_ci
 from schemas import ids
+from schemas.config import set_dotted
 from schemas.errors import ConfigError
 
 REPLAY_KEYS = ("reward", "judge")
@@ -56,28 +57,22 @@ def replays(key: str) -> bool:
     return key.split(".")[0] in REPLAY_KEYS
 
 
-def with_value(config: RunConfig, key: str, value) -> RunConfig:
+def with_value(config: RunConfig, key: str, value, where: str = "--sweep") -> RunConfig:
     """``config`` with ``key`` set to ``value`` (dotted keys; ``responses``: 'T+S' responses per
     question; ``judge``: a judge kind), validated like a config file."""
     doc = config.model_dump(mode="json", exclude_none=True)
     if key == "responses":
         m = re.fullmatch(r"\s*(\d+)\s*\+\s*(\d+)\s*", str(value))
         if not m:
-            raise ConfigError(f"--sweep responses={value!r}: write teacher+student responses per question, e.g. 4+4")
+            raise ConfigError(f"{where} responses={value!r}: write teacher+student responses per question, e.g. 4+4")
         doc["teacher_responses"], doc["student_responses"] = int(m.group(1)), int(m.group(2))
     elif key == "judge":
         doc["judge"] = {"kind": value}
     else:
-        parts = key.split(".")
-        if parts[0] == "mask" and "mask" not in doc:
+        if key.split(".")[0] == "mask" and "mask" not in doc:  # the default schedule, made explicit
             doc["mask"] = {"iterations": config.iterations}
-        node = doc
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"--sweep {key}: {part!r} is not a section of the run config")
-        node[parts[-1]] = value
-    return RunConfig.parse(doc, where=f"--sweep {key}={value}")
+        set_dotted(doc, key, value, where)
+    return RunConfig.parse(doc, where=f"{where} {key}={value}")
 
 
 def _slug(value) -> str:

@@ -24,6 +24,18 @@ class StrictModel(BaseModel):
             raise ConfigError(format_validation_error(exc, where)) from None
 
 
+def set_dotted(doc: dict, key: str, value, where: str) -> None:
+    """Set ``doc[a][b][c] = value`` for ``key`` 'a.b.c', making missing sections. Unknown keys are
+    left for the config's own validation to refuse by name."""
+    parts = key.split(".")
+    node = doc
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{where}: {key}: {part!r} is not a section")
+    node[parts[-1]] = value
+
+
 def format_validation_error(exc: ValidationError, where: str) -> str:
     lines = []
     for err in exc.errors():
