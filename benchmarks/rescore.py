@@ -25,6 +25,8 @@ from schemas import ids
 from schemas.config import RewardConfig
 from schemas.tables import RESPONSES, TOKEN_STATS, VERDICTS
 
+FX16_SCHEMA = pa.schema([f for f in TOKEN_STATS.schema if not f.nullable])  # fx16/1 rows: no fx/2 columns
+
 GROUP = 8
 
 
@@ -65,7 +67,7 @@ def chunk(start: int, n: int, tokens: int, rng, judge_id: str) -> dict[str, pa.T
         lists(n, tokens, -rng.exponential(1, n * tokens).astype(np.float32), pa.list_(pa.float32())), empty,
         lists(n, tokens, rng.integers(0, 20000, n * tokens).astype(np.int16), i16),
         lists(n, tokens, rng.integers(0, 20000, n * tokens).astype(np.int16), i16), empty,
-        lists(n, 0, np.zeros(0, np.int32), pa.list_(pa.int32())), empty, now], schema=TOKEN_STATS.schema)
+        lists(n, 0, np.zeros(0, np.int32), pa.list_(pa.int32())), empty, now], schema=FX16_SCHEMA)
     return {"responses": responses, "verdicts": verdicts, "token_stats": stats}
 
 

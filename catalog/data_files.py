@@ -74,11 +74,14 @@ def split_by_partition(spec: TableSpec, table: pa.Table) -> Iterator[tuple[tuple
             yield (spec.partition, v), table.filter(pc.equal(column, v))
 
 
-def write_data_file(fs: pafs.FileSystem, path: str, table: pa.Table, row_group_size: int) -> None:
+def write_data_file(fs: pafs.FileSystem, path: str, table: pa.Table, row_group_size: int,
+                    spec: TableSpec | None = None) -> None:
+    """One Parquet data file, with the writer options of the table's spec (``TableSpec.parquet``)."""
     fs_path = path.split("://", 1)[1] if "://" in path else path
     if "://" not in path:
         Path(fs_path).parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, fs_path, filesystem=fs, row_group_size=row_group_size)
+    options = (spec.parquet or {}) if spec is not None else {}
+    pq.write_table(table, fs_path, filesystem=fs, row_group_size=row_group_size, **options)
 
 
 def write_table_files(config: CatalogConfig, name: str, data: pa.Table) -> list[str]:
@@ -92,6 +95,6 @@ def write_table_files(config: CatalogConfig, name: str, data: pa.Table) -> list[
     paths = []
     for partition, rows in split_by_partition(spec, table):
         path = data_file_path(root, name, partition)
-        write_data_file(fs, path, rows, config.row_group_size)
+        write_data_file(fs, path, rows, config.row_group_size, spec)
         paths.append(path)
     return paths

@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 
 from catalog.card import TAGS, render_card
 from catalog.engine import redact
@@ -22,7 +23,7 @@ from catalog.store import Catalog
 from schemas.errors import SnapshotError, SnapshotExistsError, UnknownSnapshotError
 from schemas.ids import content_id
 from schemas.snapshot import SNAPSHOT_ROW_SCHEMA, SPLIT, manifest_sha256, verify_snapshot
-from schemas.token_codec import DECODE_SQL
+from schemas.token_codec import STORED_COLUMNS, decode_table
 from schemas.snapshot_folder import ROW_GROUP_SIZE, SnapshotFolderWriter
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -42,9 +43,20 @@ def snapshot_root(catalog: Catalog, root: str | os.PathLike | None = None) -> Pa
     return Path(root or catalog.config.snapshot_root).expanduser()
 
 
-def decode(column: str, name: str) -> str:
-    """SQL decoding a compact token_stats column (schemas/token_codec.py) to floats."""
-    return DECODE_SQL[name].format(col=column) + f" AS {name}"
+RAW = [f"ts_{c}" for c in STORED_COLUMNS]  # the summaries as stored, decoded by ``decoded_batches``
+
+
+def decoded_batches(reader):
+    """The snapshot rows of ``_rows_query``'s batches: the stored summaries (``ts_*``, either
+    encoding) decoded to the snapshot's float columns (vectorised per batch)."""
+    for batch in reader:
+        table = pa.Table.from_batches([batch])
+        raw = table.select(RAW).rename_columns(list(STORED_COLUMNS))
+        decoded = decode_table(raw, table.column("completion_ids"))
+        table = table.drop_columns(RAW)
+        for name in ("student_logprobs", "teacher_logprobs", "teacher_topk_ids", "teacher_topk_logprobs"):
+            table = table.append_column(name, decoded.column(name))
+        yield table
 
 
 def _rows_query(catalog: Catalog, version: int, iteration: int | None, run_id: str | None) -> tuple[str, list]:
@@ -65,8 +77,7 @@ def _rows_query(catalog: Catalog, version: int, iteration: int | None, run_id: s
                     ELSE {{'bytes': im.bytes, 'path': NULL::VARCHAR}} END AS image,
                q.answer, r.text AS completion, r.token_ids AS completion_ids,
                w.r_acc, w.divergence, w.r_distill, w.reward, w.advantage,
-               ts.top_k, ts.student_logprobs, {decode('ts.teacher_logprobs', 'teacher_logprobs')},
-               ts.teacher_topk_ids, {decode('ts.teacher_topk_logprobs', 'teacher_topk_logprobs')}
+               ts.top_k, {', '.join(f'ts.{c} AS ts_{c}' for c in STORED_COLUMNS)}
         FROM {t['rewards']}
         JOIN {t['responses']} ON r.response_id = w.response_id
         JOIN {t['questions']} ON q.question_id = r.question_id
@@ -127,7 +138,7 @@ def create_snapshot(catalog: Catalog, name: str, reward_config_id: str, *,
     try:
         with SnapshotFolderWriter(final) as writer:
             reader = con.execute(query, params).to_arrow_reader(ROW_GROUP_SIZE)
-            writer.write_rows(reader, SNAPSHOT_ROW_SCHEMA, total, rows_per_file, progress)
+            writer.write_rows(decoded_batches(reader), SNAPSHOT_ROW_SCHEMA, total, rows_per_file, progress)
             writer.write_text("README.md", render_card(
                 front=writer.front_matter(SNAPSHOT_ROW_SCHEMA, TAGS), name=name, version=version,
                 reward_config=config_row, filters=filters,

@@ -541,7 +541,7 @@ class CommitBuilder:
         for partition, rows in split_by_partition(spec, table):
             path = data_file_path(self._cat._data_root, spec.name, partition)
             self._files.append(_fs_path(path))
-            write_data_file(self._cat._fs, path, rows, self._cat.config.row_group_size)
+            write_data_file(self._cat._fs, path, rows, self._cat.config.row_group_size, spec)
             self._pend(PendingFile(spec.name, path, rows.column(spec.id_column).combine_chunks(),
                                    [partition[1]] if partition else []))
 
@@ -569,7 +569,7 @@ class CommitBuilder:
                 path = data_file_path(self._cat._data_root, f.table,
                                       (spec.partition, f.partitions[0]) if f.partitions else None)
                 self._files.append(_fs_path(path))
-                write_data_file(self._cat._fs, path, table, self._cat.config.row_group_size)
+                write_data_file(self._cat._fs, path, table, self._cat.config.row_group_size, spec)
                 f = PendingFile(f.table, path, table.column(spec.id_column).combine_chunks(), f.partitions)
             self._register(f.table, f.path)
 

@@ -177,9 +177,12 @@ def score_group(teacher, student, processor, prompt: str, image, completions: Se
 
 
 def token_stats_row(response_id: str, summary: TokenSummary, *, iteration_id: str, teacher_model_id: str,
-                    teacher_mask_ratio: float, student_model_id: str, top_k: int,
-                    now: datetime | None = None) -> dict:
+                    teacher_mask_ratio: float, student_model_id: str, top_k: int, token_ids,
+                    now: datetime | None = None, encoding: str = codec.ENCODING) -> dict:
+    """A token_stats row of one response's summaries (``token_ids``: its emitted tokens)."""
     n = len(summary.jsd)
+    if summary.topk_ids.shape != (n, top_k):
+        raise ValueError(f"response {response_id}: top-k of shape {summary.topk_ids.shape}, expected ({n}, {top_k})")
     for field in ("student_logprobs", "teacher_logprobs", "jsd", "kl_forward", "kl_reverse", "topk_logprobs"):
         values = getattr(summary, field)
         if np.isnan(values).any():  # +/-inf is meaningful (a zero-probability token) and clips
@@ -187,16 +190,14 @@ def token_stats_row(response_id: str, summary: TokenSummary, *, iteration_id: st
                              "(a diverged model?); refusing to store it")
     return {
         "stats_id": ids.token_stats_id(response_id, teacher_model_id, teacher_mask_ratio,
-                                       student_model_id, top_k, codec.ENCODING),
+                                       student_model_id, top_k, encoding),
         "response_id": response_id, "iteration_id": iteration_id, "teacher_model_id": teacher_model_id,
         "teacher_mask_ratio": teacher_mask_ratio, "student_model_id": student_model_id,
-        "encoding": codec.ENCODING, "top_k": top_k, "num_tokens": n,
-        "student_logprobs": summary.student_logprobs.astype(np.float32),
-        "teacher_logprobs": codec.encode_logprobs(summary.teacher_logprobs),
-        "jsd": codec.encode_jsd(summary.jsd), "kl_forward": codec.encode_kl(summary.kl_forward),
-        "kl_reverse": codec.encode_kl(summary.kl_reverse),
-        "teacher_topk_ids": summary.topk_ids.astype(np.int32).reshape(-1),
-        "teacher_topk_logprobs": codec.encode_logprobs(summary.topk_logprobs.reshape(-1)),
+        "encoding": encoding, "top_k": top_k, "num_tokens": n,
+        **codec.encode_columns(encoding, student_logprobs=summary.student_logprobs,
+                               teacher_logprobs=summary.teacher_logprobs, jsd=summary.jsd,
+                               kl_forward=summary.kl_forward, kl_reverse=summary.kl_reverse,
+                               topk_ids=summary.topk_ids, topk_logprobs=summary.topk_logprobs, token_ids=token_ids),
         "created_at": now or datetime.now(timezone.utc)}
 
 
@@ -235,7 +236,7 @@ def score_responses(teacher, student, processor, responses: pa.Table,
                            [r["token_ids"] for r in group], teacher_mask_ratio, plan, config, mask_spec, vocab)
         rows += [token_stats_row(r["response_id"], s, iteration_id=r["iteration_id"], teacher_model_id=teacher_model_id,
                                  teacher_mask_ratio=teacher_mask_ratio, student_model_id=student_model_id,
-                                 top_k=config.top_k) for r, s in zip(group, sums)]
+                                 top_k=config.top_k, token_ids=r["token_ids"]) for r, s in zip(group, sums)]
         done_groups += 1
         if done_groups % groups_per_batch == 0:
             yield pa.Table.from_pylist(rows, schema=TOKEN_STATS.schema)

@@ -36,8 +36,9 @@ def _png(colour: tuple[int, int, int], seed: int) -> bytes:
 
 def synthetic_gendata(num_questions: int = 8, responses_per_source: int = 4, tokens: int = 12,
                       top_k: int = 4, seed: int = 0, run_id: str = "synthetic",
-                      iteration: int = 0) -> tuple[dict[str, pa.Table], RewardConfig]:
-    """Tables keyed by catalog table name, and the reward config the rewards were made under."""
+                      iteration: int = 0, encoding: str = codec.ENCODING) -> tuple[dict[str, pa.Table], RewardConfig]:
+    """Tables keyed by catalog table name, and the reward config the rewards were made under
+    (``encoding``: of the token_stats rows, any this version reads)."""
     rng = np.random.default_rng(seed)
     now = datetime.now(timezone.utc)
     names = list(COLOURS)
@@ -75,27 +76,26 @@ def synthetic_gendata(num_questions: int = 8, responses_per_source: int = 4, tok
                 text = q["answer"] if right else names[int(rng.integers(len(names)))]
                 rid = ids.response_id(it_id, q["question_id"], source, model_id, ratio, k, seed, SAMPLING)
                 n = int(rng.integers(tokens // 2, tokens + 1))
+                tok = rng.integers(5, 500, n).astype(np.int32)
                 responses.append({
                     "response_id": rid, "group_id": gid, "iteration_id": it_id,
                     "question_id": q["question_id"], "source": source, "model_id": model_id,
                     "mask_ratio": ratio, "sample_index": k, "seed": seed, "sampling": SAMPLING,
-                    "prompt": q["question"], "token_ids": rng.integers(5, 500, n).astype(np.int32).tolist(),
+                    "prompt": q["question"], "token_ids": tok.tolist(),
                     "text": text, "finish_reason": "stop", "num_tokens": n, "created_at": now})
                 t_lp = np.log(rng.uniform(0.05, 1.0, n)).astype(np.float32)
                 s_lp = np.log(rng.uniform(0.05, 1.0, n)).astype(np.float32)
                 jsd = rng.uniform(0, 0.5, n).astype(np.float32)
                 topk_lp = np.sort(np.log(rng.dirichlet(np.ones(top_k + 1), n)[:, :top_k]), axis=1)[:, ::-1]
+                topk_ids = np.argsort(rng.random((n, 495)), axis=1)[:, :top_k] + 5  # distinct ids per token
                 stats.append({
-                    "stats_id": ids.token_stats_id(rid, teacher, mask_ratio, student, top_k, codec.ENCODING),
+                    "stats_id": ids.token_stats_id(rid, teacher, mask_ratio, student, top_k, encoding),
                     "response_id": rid, "iteration_id": it_id, "teacher_model_id": teacher,
                     "teacher_mask_ratio": mask_ratio, "student_model_id": student,
-                    "encoding": codec.ENCODING, "top_k": top_k, "num_tokens": n,
-                    "student_logprobs": s_lp.tolist(),
-                    "teacher_logprobs": codec.encode_logprobs(t_lp).tolist(),
-                    "jsd": codec.encode_jsd(jsd).tolist(), "kl_forward": codec.encode_kl(2 * jsd).tolist(),
-                    "kl_reverse": codec.encode_kl(1.5 * jsd).tolist(),
-                    "teacher_topk_ids": rng.integers(5, 500, n * top_k).astype(np.int32).tolist(),
-                    "teacher_topk_logprobs": codec.encode_logprobs(topk_lp.ravel()).tolist(),
+                    "encoding": encoding, "top_k": top_k, "num_tokens": n,
+                    **codec.encode_columns(encoding, student_logprobs=s_lp, teacher_logprobs=t_lp, jsd=jsd,
+                                           kl_forward=2 * jsd, kl_reverse=1.5 * jsd, topk_ids=topk_ids,
+                                           topk_logprobs=topk_lp, token_ids=tok),
                     "created_at": now})
                 verdicts.append({
                     "verdict_id": ids.verdict_id(rid, JUDGE_ID), "response_id": rid, "iteration_id": it_id,

@@ -5,8 +5,9 @@ when re-scoring a catalog the data never leaves the engine until the new rows ar
 Definitions (the paper's, as the README's "Judges, rewards, re-scoring" states them):
 
 - D per response: the per-token divergence stored in `token_stats` (``jsd`` by default,
-  ``kl_forward`` or ``kl_reverse``), decoded (``schemas/token_codec.py``) and aggregated over the
-  response's tokens by ``mean`` (default) or ``sum``.
+  ``kl_forward`` or ``kl_reverse``) aggregated over the response's tokens by ``mean`` (default)
+  or ``sum``: exact in an ``fx/2`` row (which stores the sum as computed), the sum of the decoded
+  fixed-point values in an ``fx16/1`` row (``schemas/token_codec.py``).
 - R_distill = (D_max - D) / (D_max - D_min) within the response's group. **A group whose D are all
   equal (or that has one response) gets R_distill = 1 for every member**: none is further from the
   teacher than another.
@@ -30,9 +31,8 @@ import pyarrow as pa
 
 from schemas import token_codec as codec
 from schemas.config import RewardConfig
-from schemas.tables import REWARDS
+from schemas.tables import REWARDS, TOKEN_STATS
 
-SCALES = {"jsd": codec.JSD_SCALE, "kl_forward": codec.KL_SCALE, "kl_reverse": codec.KL_SCALE}
 
 
 def reward_sql(config: RewardConfig, responses: str, verdicts: str, token_stats: str,
@@ -59,8 +59,6 @@ def reward_inputs_sql(config: RewardConfig, responses: str, verdicts: str, token
     r_acc, stats_id and D (the aggregated divergence). See :func:`reward_sql`. ``iteration_ids``
     (the responses' iterations, when the caller knows them) restricts the verdicts and summaries
     read to those partitions, so the query's cost follows the iterations, not the catalog."""
-    scale = SCALES[config.divergence]
-    agg = "list_avg" if config.aggregation == "mean" else "list_sum"
     judge = config.judge_id.replace("'", "''")
     pair = "" if iterations is None else (
         f" JOIN {responses} pr USING (response_id) JOIN {iterations} it ON it.iteration_id = pr.iteration_id "
@@ -77,7 +75,7 @@ def reward_inputs_sql(config: RewardConfig, responses: str, verdicts: str, token
         WITH v AS (SELECT response_id, verdict_id, score AS r_acc, state FROM {verdicts}
                    WHERE judge_id = '{judge}' AND state IN ('ok', 'unparseable'){part("iteration_id")}),
              s AS (SELECT ts.response_id, ts.stats_id,
-                          {agg}(ts.{config.divergence})::DOUBLE / {scale} AS D
+                          {codec.sql_divergence(config.divergence, config.aggregation)} AS D
                    FROM {token_stats} ts{pair}{part("ts.iteration_id", pair)}),
              d AS (SELECT response_id, min(stats_id) AS stats_id, arg_min(D, stats_id) AS D
                    FROM s GROUP BY response_id),
@@ -131,6 +129,9 @@ def compute_rewards(responses: pa.Table, verdicts: pa.Table, token_stats: pa.Tab
     con = duckdb.connect()
     con.register("responses", responses)
     con.register("verdicts", verdicts)
+    for f in TOKEN_STATS.schema:  # rows of one encoding may come without the other's columns
+        if f.nullable and f.name not in token_stats.column_names:
+            token_stats = token_stats.append_column(f, pa.nulls(token_stats.num_rows, f.type))
     con.register("token_stats", token_stats)
     if iterations is not None:
         con.register("iterations", iterations)

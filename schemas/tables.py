@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from schemas.token_codec_fx2 import CARRIED as FX2_CARRIED
+
 TS = pa.timestamp("us", tz="UTC")
 
 
@@ -37,6 +39,7 @@ class TableSpec:
     schema: pa.Schema
     doc: str
     partition: str | None = None  # column the table is partitioned by (one value per data file)
+    parquet: dict | None = None  # pyarrow.parquet.write_table options of its data files (None: defaults)
 
     @property
     def columns(self) -> list[str]:
@@ -126,6 +129,14 @@ RESPONSES = TableSpec("responses", "response_id", pa.schema([
         "teacher-forced scoring log-probs in the report (the train/inference mismatch)", nullable=True),
 ]), "Every generated response, teacher and student, per iteration.", partition="iteration_id")
 
+_CARRIED = pa.list_(pa.float32())  # integers 0 <= v < 2^23 as the float32 2^23 + v (schemas/token_codec_fx2.py)
+_TOKEN_STATS_PARQUET = {  # byte planes of the integer streams compressed apart; no dictionary of random values
+    "compression": "zstd", "compression_level": 15,
+    "use_dictionary": ["stats_id", "response_id", "iteration_id", "teacher_model_id", "teacher_mask_ratio",
+                       "student_model_id", "encoding", "top_k", "num_tokens", "created_at"],
+    "use_byte_stream_split": [f"{c}.list.element" for c in FX2_CARRIED],
+}
+
 TOKEN_STATS = TableSpec("token_stats", "stats_id", pa.schema([
     col("stats_id", pa.string(), "hash of response, scoring pair, top-k and encoding"),
     col("response_id", pa.string(), "the response scored"),
@@ -133,19 +144,33 @@ TOKEN_STATS = TableSpec("token_stats", "stats_id", pa.schema([
     col("teacher_model_id", pa.string(), "teacher checkpoint of the scoring pair"),
     col("teacher_mask_ratio", pa.float64(), "mask ratio applied to the teacher while scoring"),
     col("student_model_id", pa.string(), "student checkpoint of the scoring pair"),
-    col("encoding", pa.string(), "how the per-token columns are encoded (schemas/token_codec.py), e.g. 'fx16/1'"),
+    col("encoding", pa.string(), "how the per-token columns are encoded (schemas/token_codec.py): 'fx/2' (written) or 'fx16/1'"),
     col("top_k", pa.int32(), "k of the teacher's stored top-k"),
     col("num_tokens", pa.int32(), "number of scored tokens"),
-    col("student_logprobs", pa.list_(pa.float32()), "student log-prob of each emitted token (GRPO old/ref log-probs)"),
-    col("teacher_logprobs", pa.list_(pa.int16()), "masked teacher log-prob of each emitted token (fixed point x1024)"),
-    col("jsd", pa.list_(pa.int16()), "exact per-token Jensen-Shannon divergence in nats (fixed point x32768)"),
-    col("kl_forward", pa.list_(pa.int16()), "per-token KL(teacher || student) in nats (fixed point x1024)"),
-    col("kl_reverse", pa.list_(pa.int16()), "per-token KL(student || teacher) in nats (fixed point x1024)"),
-    col("teacher_topk_ids", pa.list_(pa.int32()), "teacher top-k token ids, flattened num_tokens x top_k"),
-    col("teacher_topk_logprobs", pa.list_(pa.int16()), "teacher top-k log-probs, flattened num_tokens x top_k (fixed point x1024)"),
+    col("student_logprobs", pa.list_(pa.float32()), "fx16/1: student log-prob of each emitted token (GRPO old/ref log-probs)"),
+    col("teacher_logprobs", pa.list_(pa.int16()), "fx16/1: masked teacher log-prob of each emitted token (fixed point x1024)"),
+    col("jsd", pa.list_(pa.int16()), "fx16/1: exact per-token Jensen-Shannon divergence in nats (fixed point x32768)"),
+    col("kl_forward", pa.list_(pa.int16()), "fx16/1: per-token KL(teacher || student) in nats (fixed point x1024)"),
+    col("kl_reverse", pa.list_(pa.int16()), "fx16/1: per-token KL(student || teacher) in nats (fixed point x1024)"),
+    col("teacher_topk_ids", pa.list_(pa.int32()), "fx16/1: teacher top-k token ids, flattened num_tokens x top_k"),
+    col("teacher_topk_logprobs", pa.list_(pa.int16()), "fx16/1: teacher top-k log-probs, flattened num_tokens x top_k (fixed point x1024)"),
     col("created_at", TS, "when the row was written"),
+    # encoding fx/2 (schemas/token_codec_fx2.py); the fx16/1 lists above are then empty, and these
+    # columns are null in an fx16/1 row
+    col("fx2_student_logprobs", _CARRIED, "fx/2: student log-prob of each emitted token, x -2^16", nullable=True),
+    col("fx2_teacher_logprobs", _CARRIED, "fx/2: masked teacher log-prob of each emitted token, x -2^10", nullable=True),
+    col("fx2_jsd", _CARRIED, "fx/2: per-token JSD in nats, x 2^15", nullable=True),
+    col("fx2_kl_forward", _CARRIED, "fx/2: per-token KL(teacher || student), x 2^10", nullable=True),
+    col("fx2_kl_reverse", _CARRIED, "fx/2: per-token KL(student || teacher), x 2^10", nullable=True),
+    col("fx2_topk_hit", pa.list_(pa.bool_()), "fx/2: whether the emitted token is in the teacher's top-k", nullable=True),
+    col("fx2_topk_ids", _CARRIED, "fx/2: per token, the top-k ids but the emitted one, by log-prob", nullable=True),
+    col("fx2_topk_sqrtp", _CARRIED, "fx/2: per token, round(1024 sqrt p) of those ids: the first, then each drop", nullable=True),
+    col("fx2_topk_tail", _CARRIED, "fx/2: per token, round(1024 sqrt p) of the mass beyond the top-k", nullable=True),
+    col("jsd_sum", pa.float64(), "fx/2: exact sum of the per-token JSD over the response", nullable=True),
+    col("kl_forward_sum", pa.float64(), "fx/2: exact sum of the per-token KL(teacher || student)", nullable=True),
+    col("kl_reverse_sum", pa.float64(), "fx/2: exact sum of the per-token KL(student || teacher)", nullable=True),
 ]), "Per-token logit summaries of a teacher-forced pass over each response.",
-   partition="iteration_id")
+   partition="iteration_id", parquet=_TOKEN_STATS_PARQUET)
 
 VERDICTS = TableSpec("verdicts", "verdict_id", pa.schema([
     col("verdict_id", pa.string(), "hash of response and judge"),

@@ -1,6 +1,6 @@
 """Stage ``score``: the teacher-forced pass of the iteration's scoring pair (masked teacher,
 student) over every response, summarised per token into ``token_stats``. A unit is a question
-group with responses not scored yet by that pair; both models are loaded once for the stage
+group with responses not scored yet by that pair (in any encoding this version reads); both models are loaded once for the stage
 (from the process's model cache: the same ones that generated)."""
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ def todo(catalog: Catalog, scope: IterationScope) -> list[Unit]:
     have = queries.scored_ids(catalog, it)
     groups: dict[str, list[str]] = {}
     for r in queries.iteration_responses(catalog, it, "response_id, question_id").to_pylist():
-        sid = ids.token_stats_id(r["response_id"], scope.teacher_model_id, spec.mask_ratio,
-                                 scope.student_model_id, spec.scoring.top_k, codec.ENCODING)
-        if sid not in have:
+        sids = [ids.token_stats_id(r["response_id"], scope.teacher_model_id, spec.mask_ratio,
+                                   scope.student_model_id, spec.scoring.top_k, e) for e in codec.ENCODINGS]
+        if not have.intersection(sids):  # scored in any encoding this version reads: done
             groups.setdefault(r["question_id"], []).append(r["response_id"])
     return [Unit(ids.group_id(it, qid), qid, {"question_id": qid, "response_ids": rids}, weight=len(rids))
             for qid, rids in groups.items()]

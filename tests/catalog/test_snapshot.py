@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from catalog.snapshots import create_snapshot, find_snapshot
+from schemas import token_codec as codec
 from schemas.errors import (SnapshotError, SnapshotExistsError, SnapshotVerificationError,
                             UnknownSnapshotError)
 from schemas.snapshot import (MANIFEST_NAME, SNAPSHOT_ROW_SCHEMA, manifest_sha256,
@@ -33,8 +34,10 @@ def test_round_trip_through_datasets(snap):
     row = ds[0]
     assert isinstance(row["image"], Image.Image) and row["image"].size == (32, 32)
     # every row equals what the catalog holds, joined
-    expected = cat.sql(
-        "SELECT w.response_id, r.token_ids, w.advantage, w.reward, ts.student_logprobs, q.answer, "
+    expected = cat.sql(  # the stored summaries decoded in SQL: another path than the snapshot's
+        "SELECT w.response_id, r.token_ids, w.advantage, w.reward, "
+        f"{codec.sql_per_token('student_logprobs')} AS student_logprobs, "
+        f"{codec.sql_per_token('teacher_logprobs')} AS teacher_logprobs, q.answer, "
         "im.bytes FROM rewards w JOIN responses r USING (response_id) JOIN questions q "
         "USING (question_id) JOIN images im USING (image_id) JOIN token_stats ts "
         "ON ts.stats_id = w.token_stats_id").to_pylist()
@@ -46,6 +49,7 @@ def test_round_trip_through_datasets(snap):
         assert got["advantage"] == pytest.approx(e["advantage"])
         assert got["reward"] == pytest.approx(e["reward"])
         assert got["student_logprobs"] == pytest.approx(e["student_logprobs"])
+        assert got["teacher_logprobs"] == pytest.approx(e["teacher_logprobs"])
         assert got["answer"] == e["answer"] and got["image"]["bytes"] == e["bytes"]
     # groups are contiguous, as GRPO batching wants
     groups = plain["group_id"]

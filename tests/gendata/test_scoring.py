@@ -85,14 +85,16 @@ def test_summaries_round_trip_through_the_catalog(tiny_checkpoints, setup, tmp_p
     comps = [s.token_ids for s in generate(student, processor, [prompt], [image], n=2, max_new_tokens=5)[0]]
     sums = score_group(student, student, processor, prompt, image, comps, 0.0, None, ScoringConfig(top_k=3))
     rows = [token_stats_row(f"r{j}", s, iteration_id="it", teacher_model_id="t", teacher_mask_ratio=0.0,
-                            student_model_id="s", top_k=3) for j, s in enumerate(sums)]
+                            student_model_id="s", top_k=3, token_ids=comps[j]) for j, s in enumerate(sums)]
     table = pa.Table.from_pylist(rows, schema=TOKEN_STATS.schema)
     with Catalog.open(tmp_path / "cat") as cat:
         cat.append("token_stats", table, "scores")
         back = cat.read("token_stats").sort_by("response_id")
     assert back.equals(table.sort_by("response_id"))
-    jsd = codec.decode_jsd(back.column("jsd")[0].values.to_numpy())
-    np.testing.assert_allclose(jsd, sums[0].jsd, atol=1 / 32768)
+    decoded = codec.decode_table(back, [comps[int(r[1:])] for r in back.column("response_id").to_pylist()])
+    jsd = decoded.column("jsd")[0].values.to_numpy()
+    np.testing.assert_allclose(jsd, sums[0].jsd, atol=0.5 / 32768 + 1e-7)
+    assert back.column("jsd_sum")[0].as_py() == pytest.approx(float(sums[0].jsd.astype(np.float64).sum()), abs=1e-12)
     assert np.allclose(sums[0].jsd, 0, atol=1e-6)  # the same model on both sides: no divergence
 
 
@@ -125,7 +127,8 @@ def test_non_finite_summaries_are_refused():
                      np.zeros((3, 2), np.float32))
     s.jsd[1] = np.nan
     with pytest.raises(ValueError, match="response r7: NaN jsd"):
-        token_stats_row("r7", s, iteration_id="it", teacher_model_id="t", teacher_mask_ratio=0.0, student_model_id="s", top_k=2)
+        token_stats_row("r7", s, iteration_id="it", teacher_model_id="t", teacher_mask_ratio=0.0, student_model_id="s",
+                        top_k=2, token_ids=[0, 0, 0])
 
 
 def test_zero_probability_tokens_give_finite_divergences():
@@ -142,5 +145,10 @@ def test_zero_probability_tokens_give_finite_divergences():
     assert out.jsd[0] == pytest.approx((kl(p, m) + kl(q, m)) / 2, abs=1e-6)
     assert out.kl_forward[0] == pytest.approx(kl(p, q), abs=1e-6)
     assert out.kl_reverse[0] > 1000  # q puts mass where p has none: (truly infinite) huge, not NaN...
-    row = token_stats_row("r", out, iteration_id="it", teacher_model_id="t", teacher_mask_ratio=0.0, student_model_id="s", top_k=2)
-    assert codec.decode_kl(row["kl_reverse"])[0] == pytest.approx(32.0, abs=1e-3)  # ...clipped at ~32 nats
+    row = token_stats_row("r", out, iteration_id="it", teacher_model_id="t", teacher_mask_ratio=0.0, student_model_id="s",
+                          top_k=2, token_ids=[1])
+    from schemas.tables import TOKEN_STATS
+
+    decoded = codec.decode_table(TOKEN_STATS.rows([row]), [[1]])
+    assert decoded.column("kl_reverse")[0][0].as_py() == pytest.approx(32.0, abs=1e-3)  # ...clipped at ~32 nats
+    assert row["kl_reverse_sum"] > 1000  # the exact sum is not clipped

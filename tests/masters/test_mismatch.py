@@ -10,7 +10,8 @@ from schemas import token_codec as codec
 
 
 def _rows(iteration, source, behaviour, forced):
-    teacher = codec.encode_logprobs(forced) if source == "teacher" else np.zeros(len(forced), np.int16)
+    # as the query decodes them: the teacher side in fixed point
+    teacher = codec.decode_logprobs(codec.encode_logprobs(forced)) if source == "teacher" else np.zeros(len(forced))
     student = np.asarray(forced, np.float32) if source == "student" else np.zeros(len(forced), np.float32)
     return {"iteration": iteration, "source": source, "behaviour": list(map(float, behaviour)),
             "encoding": codec.ENCODING, "teacher": teacher.tolist(), "student": student.tolist()}

@@ -208,3 +208,57 @@ def test_error_verdicts_are_retried_as_new_attempts(filled_catalog, monkeypatch)
     assert {k["verdict_id"] for k in kept} == {ids.verdict_id(rid, flaky.judge_id), ids.verdict_id(rid, flaky.judge_id, 1)}
     assert judge_missing(cat, flaky).judged == 0
     assert rescore(cat, config).added > 0
+
+
+def test_a_catalog_of_both_encodings_rescores_and_snapshots(catalog_dir):
+    """Iteration 0 scored before fx/2 (its rows fx16/1), iteration 1 after: re-scoring rewards
+    both from their own codec, and a snapshot decodes each row from its own."""
+    import datasets
+    import numpy as np
+
+    from catalog import Catalog
+    from catalog.snapshots import create_snapshot
+    from masters.rescore import rescore
+    from masters.synthetic_gendata import synthetic_gendata
+    from schemas import token_codec as codec
+    from schemas.config import RewardConfig
+
+    cat = Catalog.open(catalog_dir)
+    made = {}
+    for iteration, encoding in ((0, codec.FX16), (1, codec.FX2)):
+        tables, config = synthetic_gendata(num_questions=4, responses_per_source=3, iteration=iteration,
+                                           seed=iteration, encoding=encoding)
+        with cat.commit(f"iteration {iteration}", stage="generate", iteration=iteration) as tx:
+            for name, table in tables.items():
+                tx.append(name, table)
+        made[iteration] = tables
+    assert sorted(cat.sql("SELECT DISTINCT encoding FROM token_stats").column(0).to_pylist()) == ["fx/2", "fx16/1"]
+    new = RewardConfig(judge_id=config.judge_id, divergence="kl_forward", aggregation="sum", w_distill=0.5)
+    res = rescore(cat, new)
+    assert res.added == sum(t["responses"].num_rows for t in made.values())
+    got = {r["response_id"]: r["divergence"] for r in cat.sql(
+        "SELECT response_id, divergence FROM rewards WHERE reward_config_id = $c", params={"c": new.id}).to_pylist()}
+    for iteration, tables in made.items():
+        for row in tables["token_stats"].to_pylist():
+            if row["encoding"] == codec.FX2:
+                want, tol = row["kl_forward_sum"], 1e-12
+            else:
+                want, tol = float(np.sum(codec.decode_kl(row["kl_forward"]), dtype=np.float64)), 1e-9
+            assert got[row["response_id"]] == pytest.approx(want, abs=tol)
+    snap = create_snapshot(cat, "both", new.id, progress=False)
+    rows = datasets.load_dataset(str(snap.path), split="train").to_list()
+    assert {r["iteration"] for r in rows} == {0, 1} and len(rows) == res.added
+    stats = {r["response_id"]: r for t in made.values() for r in t["token_stats"].to_pylist()}
+    responses = {r["response_id"]: r for t in made.values() for r in t["responses"].to_pylist()}
+    for r in rows:
+        s = stats[r["response_id"]]
+        one = codec.decode_table(cat.sql("SELECT * FROM token_stats WHERE stats_id = $s", params={"s": s["stats_id"]}),
+                                 [responses[r["response_id"]]["token_ids"]]).to_pylist()[0]
+        for name in ("student_logprobs", "teacher_logprobs", "teacher_topk_ids", "teacher_topk_logprobs"):
+            assert r[name] == pytest.approx(one[name])
+        assert len(r["teacher_topk_ids"]) == s["num_tokens"] * s["top_k"]
+        if s["encoding"] == codec.FX16:  # the stored ids, in their stored order
+            assert r["teacher_topk_ids"] == s["teacher_topk_ids"]
+        else:  # as sets per token, the synthetic top-k ids
+            assert s["teacher_topk_ids"] == [] and len(s["fx2_topk_ids"]) > 0
+    cat.close()

@@ -7,11 +7,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from schemas.token_codec_fx2 import COLUMNS as FX2_COLUMNS
+
 COMPARED = {  # table -> (id column, columns that must be equal; created_at and latency are not)
     "responses": ("response_id", ["response_id", "group_id", "question_id", "source", "sample_index", "token_ids",
                                   "text", "finish_reason", "num_tokens"]),
-    "token_stats": ("stats_id", ["stats_id", "response_id", "student_logprobs", "teacher_logprobs", "jsd",
-                                 "kl_forward", "kl_reverse", "teacher_topk_ids", "teacher_topk_logprobs"]),
+    "token_stats": ("stats_id", ["stats_id", "response_id", "encoding", "student_logprobs", "teacher_logprobs", "jsd",
+                                 "kl_forward", "kl_reverse", "teacher_topk_ids", "teacher_topk_logprobs",
+                                 *FX2_COLUMNS]),
     "verdicts": ("verdict_id", ["verdict_id", "response_id", "score", "state", "extracted_answer"]),
     "rewards": ("reward_id", ["reward_id", "response_id", "r_acc", "divergence", "r_distill", "reward", "advantage"]),
     "iterations": ("iteration_id", ["iteration_id", "mask_ratio", "teacher_model_id", "student_model_id",

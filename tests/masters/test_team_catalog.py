@@ -13,7 +13,8 @@ COMPARED = {  # table -> (id column, columns that must be equal; times and local
     "models": ("model_id", ["model_id", "name", "role", "parent_model_id", "snapshot_name"]),
     "iterations": ("iteration_id", ["iteration_id", "mask_ratio", "teacher_model_id", "student_model_id"]),
     "responses": ("response_id", ["response_id", "iteration_id", "source", "token_ids", "text"]),
-    "token_stats": ("stats_id", ["stats_id", "iteration_id", "jsd", "teacher_topk_ids", "teacher_topk_logprobs"]),
+    "token_stats": ("stats_id", ["stats_id", "iteration_id", "jsd", "teacher_topk_ids", "teacher_topk_logprobs",
+                                 "fx2_jsd", "fx2_topk_ids", "fx2_topk_sqrtp", "jsd_sum"]),
     "verdicts": ("verdict_id", ["verdict_id", "iteration_id", "score", "state"]),
     "rewards": ("reward_id", ["reward_id", "iteration_id", "reward", "advantage"]),
     "snapshots": ("snapshot_id", ["snapshot_id", "name", "num_rows"]),  # manifests name their catalog

@@ -15,16 +15,16 @@ from schemas.tables import TOKEN_STATS
 J = "judge-1"
 
 
-def stats(rows):
-    """rows: (response_id, [per-token jsd])."""
+def stats(rows, encoding=codec.ENCODING):
+    """rows: (response_id, [per-token jsd]); kl_forward is twice the jsd."""
     out = []
     for rid, jsd in rows:
         n = len(jsd)
         out.append({"stats_id": "s" + rid, "response_id": rid, "iteration_id": "i", "teacher_model_id": "t", "teacher_mask_ratio": 0.2,
-                    "student_model_id": "s", "encoding": codec.ENCODING, "top_k": 1, "num_tokens": n,
-                    "student_logprobs": [0.0] * n, "teacher_logprobs": [0] * n,
-                    "jsd": codec.encode_jsd(jsd).tolist(), "kl_forward": codec.encode_kl([2 * x for x in jsd]).tolist(),
-                    "kl_reverse": [0] * n, "teacher_topk_ids": [1] * n, "teacher_topk_logprobs": [0] * n,
+                    "student_model_id": "s", "encoding": encoding, "top_k": 1, "num_tokens": n,
+                    **codec.encode_columns(encoding, student_logprobs=[0.0] * n, teacher_logprobs=[0.0] * n, jsd=jsd,
+                                           kl_forward=[2 * x for x in jsd], kl_reverse=[0.0] * n,
+                                           topk_ids=[[1]] * n, topk_logprobs=[[0.0]] * n, token_ids=[1] * n),
                     "created_at": datetime.now(timezone.utc)})
     return pa.Table.from_pylist(out, schema=TOKEN_STATS.schema)
 
@@ -46,9 +46,10 @@ def verdicts(scores, states=None):
                      "state": [states.get(r, "ok" if s is not None else "error") for r, s in scores.items()]})
 
 
-def test_divergence_aggregation():
+@pytest.mark.parametrize("encoding", codec.ENCODINGS)
+def test_divergence_aggregation(encoding):
     responses = with_iteration(pa.table({"response_id": ["a", "b"], "group_id": ["g1", "g2"]}))
-    t = stats([("a", [0.1, 0.3]), ("b", [0.2])])
+    t = stats([("a", [0.1, 0.3]), ("b", [0.2])], encoding)
     v = verdicts({"a": 1, "b": 1})
 
     def d(**kw):
@@ -57,6 +58,8 @@ def test_divergence_aggregation():
 
     assert d()["a"] == pytest.approx(0.2, abs=1e-4) and d(aggregation="sum")["a"] == pytest.approx(0.4, abs=1e-4)
     assert d(divergence="kl_forward")["a"] == pytest.approx(0.4, abs=1e-3) and d()["b"] == pytest.approx(0.2, abs=1e-4)
+    if encoding == codec.FX2:  # the exact sums: no fixed-point step (0.1 and 0.3 as float32)
+        assert d()["a"] == pytest.approx(0.2, abs=1e-7) and d(divergence="kl_forward")["a"] == pytest.approx(0.4, abs=1e-7)
 
 
 def test_reward_ids_equal_the_id_function():

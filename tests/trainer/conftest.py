@@ -32,6 +32,8 @@ def grpo_snapshot(tmp_path_factory, tiny_pair):
                              mask_ratio=0.2, teacher_responses=3, student_responses=3,
                              sampling=SamplingConfig(max_new_tokens=10))
         produce_iteration(cat, IterationScope.build(spec, judge, reward), progress=False)
+        # every GRPO test trains on summaries in the encoding the scorer writes (fx/2)
+        assert cat.sql("SELECT DISTINCT encoding FROM token_stats").column(0).to_pylist() == ["fx/2"]
         snap = create_snapshot(cat, "iter0", reward.id, progress=False)
         cat.close()
         made[family] = (student, teacher, snap.path)
