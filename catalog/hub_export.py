@@ -35,7 +35,7 @@ from schemas.errors import SnapshotError
 from schemas.snapshot import (DATA_DIR, IMAGE_TYPE, SNAPSHOT_ROW_SCHEMA, Manifest, manifest_sha256, sha256_file,
                               verify_snapshot)
 from schemas.snapshot_folder import hf_features
-from schemas.tables import table_spec
+from schemas.tables import TABLES, table_spec
 
 FORMAT = "masters-gendata/1"
 META_NAME = "masters.yaml"
@@ -111,7 +111,9 @@ def _queries(catalog: Catalog, version: int, reward_config_id: str, with_token_s
 def _write(folder: Path, config: str, table: pa.Table) -> str:
     rel = f"{DATA_DIR}/{config}/{SPLIT}-00000-of-00001.parquet"
     (folder / rel).parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, folder / rel, row_group_size=2048, compression="zstd")
+    spec = TABLES.get(config)  # a table's own writer options (token_stats: its byte planes apart)
+    pq.write_table(table, folder / rel, row_group_size=2048,
+                   **(spec.parquet if spec is not None and spec.parquet else {"compression": "zstd"}))
     return rel
 
 
