@@ -130,3 +130,22 @@ def test_an_infinite_divergence_is_refused_not_stored():
         codec.encode_columns(codec.FX2, **args)
     row = codec.encode_columns(codec.FX2, **{**args, "kl_reverse": [0.1, 1e4, 0.1]})  # huge is a number: kept
     assert row["kl_reverse_sum"] == pytest.approx(1e4 + 0.2, rel=1e-6)
+
+
+def test_the_summaries_benchmark_runs_quick():
+    """benchmarks/summaries.py --quick: every setting and k printed, fx/2 the smallest and the
+    only one whose D error is below 1e-5."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "benchmarks/summaries.py", "--quick"], cwd=root, capture_output=True,
+                         text=True, timeout=600, check=True).stdout
+    rows = {(m["name"], int(m["k"])): (float(m["size"]), float(m["derr"])) for m in re.finditer(
+        r"^(?P<name>float32|fx16/1|fx/2), k=(?P<k>\d+)\s+(?P<size>[\d.]+)\s+(?P<derr>[\d.e+-]+)", out, re.MULTILINE)}
+    assert set(rows) == {(n, k) for n in ("float32", "fx16/1", "fx/2") for k in (4, 6, 8)}
+    for k in (4, 6, 8):
+        assert rows[("fx/2", k)][0] < rows[("fx16/1", k)][0] < rows[("float32", k)][0]
+        assert rows[("fx/2", k)][1] <= 1e-5 < rows[("fx16/1", k)][1]
