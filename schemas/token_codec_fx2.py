@@ -42,8 +42,8 @@ jsd_sum, kl_*_sum           float64 sums over the response's tokens             
 The ``fx16/1`` list columns hold empty lists in an ``fx/2`` row. Decoding (``decode``) is
 vectorised over all rows of a table at once (no per-row Python) and needs each row's emitted
 token ids (``responses.token_ids``); it gives the ``fx16/1`` decoded form: float32 log-probs and
-divergences per token, and the top-k ids and log-probs per token, sorted by log-prob (ties by
-id) as the scorer's top-k is.
+divergences per token, and the top-k ids and log-probs per token, sorted by log-prob as the
+scorer's top-k is.
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ class Decoded:
     kl_forward: np.ndarray
     kl_reverse: np.ndarray
     topk_ids: np.ndarray  # (T, k)
-    topk_logprobs: np.ndarray  # (T, k), each token's sorted by log-prob (ties by id)
+    topk_logprobs: np.ndarray  # (T, k), each token's by log-prob (the emitted one before an equal stored one)
 
 
 def _values(column) -> tuple[np.ndarray, np.ndarray]:
@@ -215,7 +215,7 @@ def decode(table: pa.Table, token_ids) -> Decoded:
     p_e = np.exp(teacher.astype(np.float64))
     token_of = np.repeat(np.arange(total, dtype=np.int32), stored)
     # per token: the stored mass, and how many stored entries rank above the emitted token (the
-    # stored ones are by log-prob, so those come first): segment sums as cumsum differences
+    # stored ones are by log-prob, so those come first), as sums over each token's segment
     mass = _segment_total(p_kept, starts, stored)
     above = _segment_total((p_kept > p_e[token_of]).astype(np.int32), starts, stored)
     log_z = np.log(mass + np.where(hit, p_e, 0.0) + p_tail).astype(np.float32)

@@ -7,7 +7,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import torch
 
 from gendata.scoring import summarise, token_stats_row
 from gendata.synthetic_logits import exact_summaries, lm_logits, topk_tail_jsd
