@@ -1,7 +1,8 @@
 """Stage ``score``: the teacher-forced pass of the iteration's scoring pair (masked teacher,
 student) over every response, summarised per token into ``token_stats``. A unit is a question
-group with responses not scored yet by that pair (in any encoding this version reads); both models are loaded once for the stage
-(from the process's model cache: the same ones that generated)."""
+group with responses not scored yet by that pair (in any encoding this version reads); both
+models are loaded once for the stage (from the process's model cache: the same ones that
+generated)."""
 
 from __future__ import annotations
 
