@@ -26,9 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from catalog import Catalog
-from schemas.tables import RESPONSES, TOKEN_STATS
-
-FX16_SCHEMA = pa.schema([f for f in TOKEN_STATS.schema if not f.nullable])  # fx16/1 rows: no fx/2 columns
+from schemas.tables import FX16_TOKEN_STATS_SCHEMA, RESPONSES
 
 
 def _lists(lengths: np.ndarray, values: np.ndarray, type_: pa.DataType) -> pa.Array:
@@ -68,7 +66,7 @@ def make_chunk(start: int, n: int, rng: np.random.Generator, tokens: int) -> tup
         _lists(lengths, -rng.exponential(1.0, total).astype(np.float32), pa.list_(pa.float32())),
         empty, empty, empty, empty,
         _lists(np.zeros(n, np.int32), np.zeros(0, np.int32), pa.list_(pa.int32())), empty, now,
-    ], schema=FX16_SCHEMA)
+    ], schema=FX16_TOKEN_STATS_SCHEMA)
     return responses, stats
 
 

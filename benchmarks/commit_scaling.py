@@ -39,9 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from catalog import Catalog  # noqa: E402
 from catalog.data_files import data_file_path  # noqa: E402
-from schemas.tables import RESPONSES, TOKEN_STATS  # noqa: E402
-
-FX16_SCHEMA = pa.schema([f for f in TOKEN_STATS.schema if not f.nullable])  # fx16/1 rows: no fx/2 columns
+from schemas.tables import FX16_TOKEN_STATS_SCHEMA, RESPONSES  # noqa: E402
 
 PER_ITERATION = 500_000
 BATCH = 10_000
@@ -87,7 +85,7 @@ def rows(rng: np.random.Generator, n: int, iteration_id: str) -> tuple[pa.Table,
         hex_ids(rng, n), rid, it, _const("t" * 32, n, pa.string()), _const(0.2, n, pa.float64()),
         _const("s" * 32, n, pa.string()), _const("fx16/1", n, pa.string()), _const(1, n, pa.int32()),
         _const(2, n, pa.int32()), _short_lists(n, pa.list_(pa.float32())), i16, i16, i16, i16,
-        _short_lists(n, pa.list_(pa.int32())), i16, now], schema=FX16_SCHEMA)
+        _short_lists(n, pa.list_(pa.int32())), i16, now], schema=FX16_TOKEN_STATS_SCHEMA)
     return responses, stats
 
 

@@ -23,9 +23,7 @@ from masters.rescore import rescore
 from rewards.judges import make_judge
 from schemas import ids
 from schemas.config import RewardConfig
-from schemas.tables import RESPONSES, TOKEN_STATS, VERDICTS
-
-FX16_SCHEMA = pa.schema([f for f in TOKEN_STATS.schema if not f.nullable])  # fx16/1 rows: no fx/2 columns
+from schemas.tables import FX16_TOKEN_STATS_SCHEMA, RESPONSES, VERDICTS
 
 GROUP = 8
 
@@ -67,7 +65,7 @@ def chunk(start: int, n: int, tokens: int, rng, judge_id: str) -> dict[str, pa.T
         lists(n, tokens, -rng.exponential(1, n * tokens).astype(np.float32), pa.list_(pa.float32())), empty,
         lists(n, tokens, rng.integers(0, 20000, n * tokens).astype(np.int16), i16),
         lists(n, tokens, rng.integers(0, 20000, n * tokens).astype(np.int16), i16), empty,
-        lists(n, 0, np.zeros(0, np.int32), pa.list_(pa.int32())), empty, now], schema=FX16_SCHEMA)
+        lists(n, 0, np.zeros(0, np.int32), pa.list_(pa.int32())), empty, now], schema=FX16_TOKEN_STATS_SCHEMA)
     return {"responses": responses, "verdicts": verdicts, "token_stats": stats}
 
 

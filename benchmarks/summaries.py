@@ -33,13 +33,12 @@ import pyarrow.parquet as pq
 from gendata.scoring import TokenSummary, summarise, token_stats_row
 from gendata.synthetic_logits import ORDERS, exact_summaries, lm_logits, topk_tail_jsd
 from schemas import token_codec as codec
-from schemas.tables import TOKEN_STATS
+from schemas.tables import FX16_TOKEN_STATS_SCHEMA, TOKEN_STATS
 
 KS = (4, 6, 8)
 PER_TOKEN = codec.PER_TOKEN + ("teacher_topk_ids", "teacher_topk_logprobs")
-FX16_SCHEMA = pa.schema([f for f in TOKEN_STATS.schema if not f.nullable])
 F32_SCHEMA = pa.schema([pa.field(f.name, pa.list_(pa.float32())) if f.name in PER_TOKEN and f.name != "teacher_topk_ids"
-                        else f for f in FX16_SCHEMA])
+                        else f for f in FX16_TOKEN_STATS_SCHEMA])
 
 
 def measure(args) -> None:
@@ -70,7 +69,7 @@ def measure(args) -> None:
                 t0 = time.perf_counter()
                 rows = [row_of(name, i, TokenSummary(*[getattr(s, f)[c] for f in TokenSummary.__dataclass_fields__]),
                                tok[c], k) for i, c in enumerate(cut)]
-                table = pa.Table.from_pylist(rows, schema={"float32": F32_SCHEMA, codec.FX16: FX16_SCHEMA}.get(
+                table = pa.Table.from_pylist(rows, schema={"float32": F32_SCHEMA, codec.FX16: FX16_TOKEN_STATS_SCHEMA}.get(
                     name, TOKEN_STATS.schema))
                 buf = io.BytesIO()
                 pq.write_table(table, buf, **(TOKEN_STATS.parquet if name == codec.FX2 else {}))
@@ -105,7 +104,7 @@ def row_of(name: str, i: int, s: TokenSummary, tok: np.ndarray, k: int) -> dict:
         row.update({"teacher_logprobs": s.teacher_logprobs, "jsd": s.jsd, "kl_forward": s.kl_forward,
                     "kl_reverse": s.kl_reverse, "teacher_topk_logprobs": s.topk_logprobs.reshape(-1)})
     if name != codec.FX2:
-        row = {c: row[c] for c in FX16_SCHEMA.names}
+        row = {c: row[c] for c in FX16_TOKEN_STATS_SCHEMA.names}
     return row
 
 

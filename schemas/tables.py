@@ -172,6 +172,9 @@ TOKEN_STATS = TableSpec("token_stats", "stats_id", pa.schema([
 ]), "Per-token logit summaries of a teacher-forced pass over each response.",
    partition="iteration_id", parquet=_TOKEN_STATS_PARQUET)
 
+FX16_TOKEN_STATS_SCHEMA = pa.schema([f for f in TOKEN_STATS.schema if not f.nullable])
+"""The token_stats columns an fx16/1 row fills (fx/2's columns are all nullable)."""
+
 VERDICTS = TableSpec("verdicts", "verdict_id", pa.schema([
     col("verdict_id", pa.string(), "hash of response and judge"),
     col("response_id", pa.string(), "the response judged"),

@@ -142,19 +142,15 @@ def _lists(offsets: np.ndarray, values: np.ndarray, typ: pa.DataType) -> pa.Arra
 
 
 def _decode_fx16(t: pa.Table) -> list[pa.Array]:
-    def flat(name):
-        arr = t.column(name).combine_chunks()
-        off = arr.offsets.to_numpy()
-        return off - off[0], arr.values.slice(off[0], off[-1] - off[0]).to_numpy(zero_copy_only=False)
     out = []
     for name in PER_TOKEN:
-        off, v = flat(name)
+        v, off = fx2.list_values(t.column(name))
         scale = _FX16_SCALE[name]
         out.append(_lists(off, v.astype(np.float32) if scale is None else v.astype(np.float32) / np.float32(scale),
                           pa.float32()))
-    off, v = flat("teacher_topk_ids")
+    v, off = fx2.list_values(t.column("teacher_topk_ids"))
     out.append(_lists(off, v.astype(np.int32), pa.int32()))
-    off, v = flat("teacher_topk_logprobs")
+    v, off = fx2.list_values(t.column("teacher_topk_logprobs"))
     out.append(_lists(off, decode_logprobs(v), pa.float32()))
     return out
 
@@ -183,9 +179,9 @@ def decode_table(table: pa.Table, token_ids=None) -> pa.Table:
     for i, (e, k) in enumerate(zip(enc, table.column("top_k").to_pylist())):
         groups.setdefault((e, k), []).append(i)
     for (e, k), rows in groups.items():
-        whole = len(groups) == 1  # the usual case: no copy
-        idx = None if whole else pa.array(rows, pa.int64())
-        part = table if whole else table.take(idx)
+        one = len(groups) == 1  # the usual case: no copy
+        idx = None if one else pa.array(rows, pa.int64())
+        part = table if one else table.take(idx)
         if e is None:
             cols = [pa.nulls(len(rows), f.type) for f in DECODED]
         elif e == FX16:
@@ -193,7 +189,7 @@ def decode_table(table: pa.Table, token_ids=None) -> pa.Table:
         else:
             if token_ids is None:
                 raise ValueError("decoding fx/2 token_stats needs the responses' token ids")
-            cols = _decode_fx2(part, token_ids if whole else token_ids.take(idx))
+            cols = _decode_fx2(part, token_ids if one else token_ids.take(idx))
         pieces.append(pa.Table.from_arrays(cols, schema=DECODED))
         order += rows
     if not pieces:

@@ -147,7 +147,7 @@ class Decoded:
     topk_logprobs: np.ndarray  # (T, k), each token's by log-prob (the emitted one before an equal stored one)
 
 
-def _values(column) -> tuple[np.ndarray, np.ndarray]:
+def list_values(column) -> tuple[np.ndarray, np.ndarray]:
     """(flat values, list offsets) of a list column (chunked or not), nulls as empty lists."""
     arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     arr = pc.fill_null(arr, pa.scalar([], arr.type)) if arr.null_count else arr
@@ -185,21 +185,21 @@ def decode(table: pa.Table, token_ids) -> Decoded:
     total = int(offsets[-1])
     if not isinstance(token_ids, (pa.Array, pa.ChunkedArray)):
         token_ids = pa.array(token_ids, pa.list_(pa.int32()))
-    tok = _values(token_ids)[0].astype(np.int32)
+    tok = list_values(token_ids)[0].astype(np.int32)
     if len(tok) != total:
         raise ValueError(f"{len(tok)} emitted token ids for {total} scored tokens")
     streams = {}
     for name in SCALAR_STREAMS:
-        v, _ = _values(table.column(name))
+        v, _ = list_values(table.column(name))
         streams[name] = uncarry(v)
         if len(streams[name]) != total:
             raise ValueError(f"{name}: {len(streams[name])} values for {total} tokens")
-    hit, _ = _values(table.column("fx2_topk_hit"))
+    hit, _ = list_values(table.column("fx2_topk_hit"))
     hit = hit.astype(bool)
     stored = k - hit.astype(np.int64)
-    kept_ids = uncarry(_values(table.column("fx2_topk_ids"))[0])
-    steps = -uncarry(_values(table.column("fx2_topk_sqrtp"))[0]).astype(np.int64)
-    tail = uncarry(_values(table.column("fx2_topk_tail"))[0])
+    kept_ids = uncarry(list_values(table.column("fx2_topk_ids"))[0])
+    steps = -uncarry(list_values(table.column("fx2_topk_sqrtp"))[0]).astype(np.int64)
+    tail = uncarry(list_values(table.column("fx2_topk_tail"))[0])
     if len(kept_ids) != stored.sum() or len(steps) != stored.sum() or len(tail) != total:
         raise ValueError("fx2_topk_ids / fx2_topk_sqrtp / fx2_topk_tail do not match fx2_topk_hit and top_k")
     starts = np.cumsum(stored) - stored

@@ -37,6 +37,28 @@ def filled_catalog(catalog_dir, gendata):
     cat.close()
 
 
+@pytest.fixture
+def both_encodings_catalog(catalog_dir):
+    """A catalog whose iteration 0 was scored before fx/2 (token_stats rows in fx16/1) and whose
+    iteration 1 after (fx/2). Yields (catalog, {iteration: tables}, reward config)."""
+    from catalog import Catalog
+    from masters.synthetic_gendata import synthetic_gendata
+    from schemas import token_codec as codec
+
+    cat = Catalog.open(catalog_dir)
+    made = {}
+    for iteration, encoding in ((0, codec.FX16), (1, codec.FX2)):
+        tables, config = synthetic_gendata(num_questions=4, responses_per_source=3, iteration=iteration,
+                                           seed=iteration, encoding=encoding)
+        with cat.commit(f"iteration {iteration}", stage="generate", iteration=iteration) as tx:
+            for name, table in tables.items():
+                tx.append(name, table)
+        made[iteration] = tables
+    assert sorted(cat.sql("SELECT DISTINCT encoding FROM token_stats").column(0).to_pylist()) == ["fx/2", "fx16/1"]
+    yield cat, made, config
+    cat.close()
+
+
 def _run_python(code: str, *args: str, **kwargs):
     import subprocess
 

@@ -144,7 +144,7 @@ def test_a_dataset_published_before_iteration_partitions_gets_each_rows_iteratio
     assert _with_iteration("questions", tables["questions"], tables["responses"]) is tables["questions"]
 
 
-def test_token_stats_of_both_encodings_round_trip_and_rescore(catalog_dir, tmp_path):
+def test_token_stats_of_both_encodings_round_trip_and_rescore(both_encodings_catalog, tmp_path):
     """A catalog whose iteration 0 was scored in fx16/1 and iteration 1 in fx/2, exported with its
     summaries and imported into another catalog: the summaries come back bit for bit, and a new
     reward config re-scores both iterations there exactly as in the source."""
@@ -152,28 +152,20 @@ def test_token_stats_of_both_encodings_round_trip_and_rescore(catalog_dir, tmp_p
 
     from catalog import Catalog
     from masters.rescore import rescore
-    from masters.synthetic_gendata import synthetic_gendata
-    from schemas import token_codec as codec
     from schemas.config import RewardConfig
 
-    with Catalog.open(catalog_dir) as cat:
-        for iteration, encoding in ((0, codec.FX16), (1, codec.FX2)):
-            tables, config = synthetic_gendata(num_questions=3, responses_per_source=2, iteration=iteration,
-                                               seed=iteration, encoding=encoding)
-            with cat.commit(f"iteration {iteration}", stage="generate", iteration=iteration) as tx:
-                for name, table in tables.items():
-                    tx.append(name, table)
-        create_snapshot(cat, "both", config.id, progress=False)
-        res = export_for_hub(cat, "both", tmp_path / "hub", with_token_stats=True)
-        shard = next((res.folder / "data" / "token_stats").glob("*.parquet"))
-        encodings = pq.ParquetFile(shard).metadata.row_group(0).column(
-            pq.read_schema(shard).get_field_index("fx2_topk_ids")).encodings
-        assert "BYTE_STREAM_SPLIT" in encodings  # published as compactly as the catalog keeps it
-        new = RewardConfig(judge_id=config.judge_id, divergence="kl_reverse", w_distill=0.7)
-        rescore(cat, new)
-        q = "SELECT response_id, divergence, reward, advantage FROM rewards WHERE reward_config_id = $c ORDER BY 1"
-        want = cat.sql(q, params={"c": new.id})
-        stats = cat.sql("SELECT * FROM token_stats ORDER BY stats_id")
+    cat, _, config = both_encodings_catalog
+    create_snapshot(cat, "both", config.id, progress=False)
+    res = export_for_hub(cat, "both", tmp_path / "hub", with_token_stats=True)
+    shard = next((res.folder / "data" / "token_stats").glob("*.parquet"))
+    encodings = pq.ParquetFile(shard).metadata.row_group(0).column(
+        pq.read_schema(shard).get_field_index("fx2_topk_ids")).encodings
+    assert "BYTE_STREAM_SPLIT" in encodings  # published as compactly as the catalog keeps it
+    new = RewardConfig(judge_id=config.judge_id, divergence="kl_reverse", w_distill=0.7)
+    rescore(cat, new)
+    q = "SELECT response_id, divergence, reward, advantage FROM rewards WHERE reward_config_id = $c ORDER BY 1"
+    want = cat.sql(q, params={"c": new.id})
+    stats = cat.sql("SELECT * FROM token_stats ORDER BY stats_id")
     with Catalog.open(tmp_path / "other") as other:
         import_gendata(other, res.folder)
         assert other.sql("SELECT * FROM token_stats ORDER BY stats_id").drop_columns(["created_at"]).equals(

@@ -210,29 +210,18 @@ def test_error_verdicts_are_retried_as_new_attempts(filled_catalog, monkeypatch)
     assert rescore(cat, config).added > 0
 
 
-def test_a_catalog_of_both_encodings_rescores_and_snapshots(catalog_dir):
+def test_a_catalog_of_both_encodings_rescores_and_snapshots(both_encodings_catalog):
     """Iteration 0 scored before fx/2 (its rows fx16/1), iteration 1 after: re-scoring rewards
     both from their own codec, and a snapshot decodes each row from its own."""
     import datasets
     import numpy as np
 
-    from catalog import Catalog
     from catalog.snapshots import create_snapshot
     from masters.rescore import rescore
-    from masters.synthetic_gendata import synthetic_gendata
     from schemas import token_codec as codec
     from schemas.config import RewardConfig
 
-    cat = Catalog.open(catalog_dir)
-    made = {}
-    for iteration, encoding in ((0, codec.FX16), (1, codec.FX2)):
-        tables, config = synthetic_gendata(num_questions=4, responses_per_source=3, iteration=iteration,
-                                           seed=iteration, encoding=encoding)
-        with cat.commit(f"iteration {iteration}", stage="generate", iteration=iteration) as tx:
-            for name, table in tables.items():
-                tx.append(name, table)
-        made[iteration] = tables
-    assert sorted(cat.sql("SELECT DISTINCT encoding FROM token_stats").column(0).to_pylist()) == ["fx/2", "fx16/1"]
+    cat, made, config = both_encodings_catalog
     new = RewardConfig(judge_id=config.judge_id, divergence="kl_forward", aggregation="sum", w_distill=0.5)
     res = rescore(cat, new)
     assert res.added == sum(t["responses"].num_rows for t in made.values())
@@ -261,4 +250,3 @@ def test_a_catalog_of_both_encodings_rescores_and_snapshots(catalog_dir):
             assert r["teacher_topk_ids"] == s["teacher_topk_ids"]
         else:  # as sets per token, the synthetic top-k ids
             assert s["teacher_topk_ids"] == [] and len(s["fx2_topk_ids"]) > 0
-    cat.close()
