@@ -19,13 +19,9 @@ from pathlib import Path
 import yaml
 
 from catalog.hub_export import META_NAME, read_meta
-from schemas.errors import MastersError
+from schemas.errors import PublishError
 
 REPO_TYPE = "dataset"
-
-
-class PublishError(MastersError):
-    pass
 
 
 @dataclass

@@ -11,12 +11,32 @@ from typing import Optional
 import pyarrow as pa
 import typer
 import yaml
+from typer.core import TyperGroup
 
 from schemas.config import CatalogConfig
 from schemas.errors import ConfigError, MastersError
 
+
+
+def _fail(exc: Exception) -> None:
+    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2)
+
+
+class _Commands(TyperGroup):
+    """The command group: every project error (schemas.errors.MastersError) a command raises
+    becomes one red ``error: ...`` line and exit code 2, in one place; anything else is a bug and
+    keeps its traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except MastersError as exc:
+            _fail(exc)
+
+
 app = typer.Typer(help="masters-distill: a versioned Gen-Data catalog, judges, rewards and an "
-                       "offline GRPO trainer for Masters-style VLM distillation.",
+                       "offline GRPO trainer for Masters-style VLM distillation.", cls=_Commands,
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 
 DEFAULT_CATALOG = "masters-catalog"
@@ -53,11 +73,6 @@ def main(
     State.catalog, State.data_path, State.snapshot_root = catalog, data_path, snapshot_root
 
 
-def _fail(exc: Exception) -> None:
-    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
-
-
 @app.command()
 def sql(
     query: str = typer.Argument(..., help="SQL over the catalog's tables, e.g. "
@@ -71,14 +86,11 @@ def sql(
     from catalog import Catalog
     from masters.output import write_result
 
-    try:
-        cat = Catalog.open(State.config(), create=False) if write else \
-            Catalog.open_read_only(State.config())
-        with cat:
-            result = cat.sql(query, version=version, write=write)
-        write_result(result, fmt, output)
-    except MastersError as exc:
-        _fail(exc)
+    cat = Catalog.open(State.config(), create=False) if write else \
+        Catalog.open_read_only(State.config())
+    with cat:
+        result = cat.sql(query, version=version, write=write)
+    write_result(result, fmt, output)
 
 
 @app.command()
@@ -90,15 +102,12 @@ def versions(
     from catalog import Catalog
     from masters.output import write_result
 
-    try:
-        with Catalog.open_read_only(State.config()) as cat:
-            rows = [{"version": v.version, "time": v.time, "message": v.message or "",
-                     "metadata": json.dumps(v.metadata, sort_keys=True) if v.metadata else "",
-                     "rows_added": ", ".join(f"{t}={n}" for t, n in sorted(v.rows_added.items()))}
-                    for v in cat.versions()]
-        write_result(pa.Table.from_pylist(rows), fmt, output, max_rows=10_000)
-    except MastersError as exc:
-        _fail(exc)
+    with Catalog.open_read_only(State.config()) as cat:
+        rows = [{"version": v.version, "time": v.time, "message": v.message or "",
+                 "metadata": json.dumps(v.metadata, sort_keys=True) if v.metadata else "",
+                 "rows_added": ", ".join(f"{t}={n}" for t, n in sorted(v.rows_added.items()))}
+                for v in cat.versions()]
+    write_result(pa.Table.from_pylist(rows), fmt, output, max_rows=10_000)
 
 
 @app.command()
@@ -114,15 +123,12 @@ def snapshot(
     from catalog import Catalog
     from catalog.snapshots import create_snapshot
 
-    try:
-        with Catalog.open(State.config(), create=False) as cat:
-            info = create_snapshot(cat, name, reward_config, version=version, iteration=iteration,
-                                   run_id=run_id, root=out, progress=sys.stderr.isatty())
-        state = "created" if info.created else "exists (not overwritten)"
-        typer.echo(f"snapshot {info.name} {state}: {info.path}\n  catalog version "
-                   f"{info.catalog_version}, {info.num_rows} rows, manifest sha256 {info.manifest_sha256}")
-    except MastersError as exc:
-        _fail(exc)
+    with Catalog.open(State.config(), create=False) as cat:
+        info = create_snapshot(cat, name, reward_config, version=version, iteration=iteration,
+                               run_id=run_id, root=out, progress=sys.stderr.isatty())
+    state = "created" if info.created else "exists (not overwritten)"
+    typer.echo(f"snapshot {info.name} {state}: {info.path}\n  catalog version "
+               f"{info.catalog_version}, {info.num_rows} rows, manifest sha256 {info.manifest_sha256}")
 
 
 @app.command()
@@ -131,17 +137,14 @@ def verify(target: str = typer.Argument(..., help="snapshot folder, or a snapsho
     from catalog.snapshots import find_snapshot
     from schemas.snapshot import manifest_sha256, verify_snapshot
 
-    try:
-        root = State.config().snapshot_root
-        folder = find_snapshot(None, target, root=root)
-        recorded = _recorded_manifest_sha(folder)
-        manifest = verify_snapshot(folder, expected_manifest_sha256=recorded)
-        checked = " and the catalog's record" if recorded else ""
-        typer.echo(f"ok: {folder} matches its manifest{checked} ({len(manifest.files)} files, "
-                   f"{sum(manifest.row_counts.values())} rows, catalog version "
-                   f"{manifest.catalog_version}, manifest sha256 {manifest_sha256(folder)})")
-    except MastersError as exc:
-        _fail(exc)
+    root = State.config().snapshot_root
+    folder = find_snapshot(None, target, root=root)
+    recorded = _recorded_manifest_sha(folder)
+    manifest = verify_snapshot(folder, expected_manifest_sha256=recorded)
+    checked = " and the catalog's record" if recorded else ""
+    typer.echo(f"ok: {folder} matches its manifest{checked} ({len(manifest.files)} files, "
+               f"{sum(manifest.row_counts.values())} rows, catalog version "
+               f"{manifest.catalog_version}, manifest sha256 {manifest_sha256(folder)})")
 
 
 def _recorded_manifest_sha(folder: Path) -> str | None:
@@ -168,7 +171,7 @@ def tables(name: Optional[str] = typer.Argument(None, help="one table (default: 
     try:
         specs = [table_spec(name)] if name else list(ALL_TABLES)
     except KeyError as exc:
-        _fail(MastersError(exc.args[0]))
+        raise MastersError(exc.args[0]) from None
     for spec in specs:
         typer.secho(f"{spec.name}  (id: {spec.id_column}) - {spec.doc}", bold=True)
         for field in spec.schema:
@@ -191,16 +194,15 @@ def questions_synthetic(
 ) -> None:
     """Render the built-in synthetic visual-QA questions and commit them to the catalog."""
     from catalog import Catalog
-    from gendata.synthetic_vqa import synthetic_vqa
+    from gendata.synthetic_vqa import SPLITS, synthetic_vqa
     from masters.questions import ingest_questions
 
-    try:
-        qs = synthetic_vqa(n, split, seed, image_size)
-        with Catalog.open(State.config()) as cat:
-            res = ingest_questions(cat, qs, f"synthetic questions ({split}, seed {seed})")
-        typer.echo(_ingest_summary(res))
-    except (MastersError, ValueError) as exc:
-        _fail(exc)
+    if split not in SPLITS:
+        raise ConfigError(f"--split {split!r}: use one of {', '.join(SPLITS)}")
+    qs = synthetic_vqa(n, split, seed, image_size)
+    with Catalog.open(State.config()) as cat:
+        res = ingest_questions(cat, qs, f"synthetic questions ({split}, seed {seed})")
+    typer.echo(_ingest_summary(res))
 
 
 @questions_app.command("hf")
@@ -221,16 +223,13 @@ def questions_hf(
     from gendata.hf_source import ColumnMapping, hf_questions
     from masters.questions import ingest_questions
 
-    try:
-        mapping = ColumnMapping(image=image, question=question, answer=answer, choices=choices, qtype=qtype)
-        qs = hf_questions(source, mapping, split=split, source_name=name, skip_bad=skip_bad, limit=limit)
-        for problem in qs.problems:
-            typer.echo(f"skipped {problem}", err=True)
-        with Catalog.open(State.config()) as cat:
-            res = ingest_questions(cat, qs, f"questions from {name or source} ({split})")
-        typer.echo(_ingest_summary(res) + (f"; {qs.skipped} bad rows skipped" if qs.skipped else ""))
-    except MastersError as exc:
-        _fail(exc)
+    mapping = ColumnMapping(image=image, question=question, answer=answer, choices=choices, qtype=qtype)
+    qs = hf_questions(source, mapping, split=split, source_name=name, skip_bad=skip_bad, limit=limit)
+    for problem in qs.problems:
+        typer.echo(f"skipped {problem}", err=True)
+    with Catalog.open(State.config()) as cat:
+        res = ingest_questions(cat, qs, f"questions from {name or source} ({split})")
+    typer.echo(_ingest_summary(res) + (f"; {qs.skipped} bad rows skipped" if qs.skipped else ""))
 
 
 def _ingest_summary(res) -> str:
@@ -281,15 +280,12 @@ def judge(
     from catalog import Catalog
     from masters.rescore import judge_missing
 
-    try:
-        j = _make_judge(name, judge_config)
-        with Catalog.open(State.config(), create=False) as cat:
-            res = judge_missing(cat, j, iteration=iteration, batch_size=batch_size, progress=sys.stderr.isatty())
-        states = ", ".join(f"{k} {v}" for k, v in sorted(res.states.items())) or "nothing to judge"
-        typer.echo(f"judge {j.judge_id}: {res.judged} judged ({states}), {res.already} already judged; "
-                   f"versions {res.versions or '-'}")
-    except MastersError as exc:
-        _fail(exc)
+    j = _make_judge(name, judge_config)
+    with Catalog.open(State.config(), create=False) as cat:
+        res = judge_missing(cat, j, iteration=iteration, batch_size=batch_size, progress=sys.stderr.isatty())
+    states = ", ".join(f"{k} {v}" for k, v in sorted(res.states.items())) or "nothing to judge"
+    typer.echo(f"judge {j.judge_id}: {res.judged} judged ({states}), {res.already} already judged; "
+               f"versions {res.versions or '-'}")
 
 
 @app.command()
@@ -309,21 +305,18 @@ def rescore(
     from masters.rescore import rescore as do_rescore
     from schemas.config import RewardConfig
 
-    try:
-        j = _make_judge(name, judge_config)
-        config = RewardConfig.parse({**_mapping(reward_config, "--reward-config"), "judge_id": j.judge_id},
-                                    where="--reward-config")
-        with Catalog.open(State.config(), create=False) as cat:
-            jr = judge_missing(cat, j, iteration=iteration, progress=sys.stderr.isatty())
-            res = do_rescore(cat, config, iteration=iteration)
-            typer.echo(f"judged {jr.judged} missing verdicts; reward config {config.id}: {res.added} reward "
-                       f"rows added, {res.skipped} already present (version {res.version}); "
-                       f"{res.unrewarded} responses get none (unparseable verdict, or group not complete yet)")
-            if snapshot_name:
-                info = create_snapshot(cat, snapshot_name, config.id, iteration=iteration, progress=False)
-                typer.echo(f"snapshot {info.name}: {info.path} ({info.num_rows} rows)")
-    except MastersError as exc:
-        _fail(exc)
+    j = _make_judge(name, judge_config)
+    config = RewardConfig.parse({**_mapping(reward_config, "--reward-config"), "judge_id": j.judge_id},
+                                where="--reward-config")
+    with Catalog.open(State.config(), create=False) as cat:
+        jr = judge_missing(cat, j, iteration=iteration, progress=sys.stderr.isatty())
+        res = do_rescore(cat, config, iteration=iteration)
+        typer.echo(f"judged {jr.judged} missing verdicts; reward config {config.id}: {res.added} reward "
+                   f"rows added, {res.skipped} already present (version {res.version}); "
+                   f"{res.unrewarded} responses get none (unparseable verdict, or group not complete yet)")
+        if snapshot_name:
+            info = create_snapshot(cat, snapshot_name, config.id, iteration=iteration, progress=False)
+            typer.echo(f"snapshot {info.name}: {info.path} ({info.num_rows} rows)")
 
 
 def _assignments(items: list[str], what: str) -> dict:
@@ -363,23 +356,19 @@ def fixtures(
 ) -> None:
     """Build (or reuse) a tiny checkpoint ladder: student and teachers S < M < L warmed up by SFT,
     and the student's ceiling (its architecture trained on ground truth with a large budget)."""
-    from gendata.hf_source import ColumnMapping
     from masters.fixtures import LadderConfig, ensure_ladder, load_report
     from masters.ladder_questions import LadderQuestions
 
-    try:
-        kind, _, where = questions.partition(":")
-        if kind not in ("synthetic", "hf", "catalog") or (kind == "hf" and not where):
-            raise ConfigError(f"--questions {questions!r}: use synthetic, hf:<dataset> or catalog[:<folder>]")
-        spec = LadderQuestions(source=kind, path=where or None, name=source_name, train_split=train_split,
-                               test_split=test_split,
-                               mapping=ColumnMapping(image=image, question=question, answer=answer,
-                                                     choices=choices, qtype=qtype))
-        config = LadderConfig(family=family, questions=spec).with_overrides(_assignments(set_, "--set"))
-        catalog = State.config() if kind == "catalog" and not where else None
-        folder = ensure_ladder(config, force=force, progress=True, name=name, catalog=catalog)
-    except (MastersError, ValueError) as exc:
-        _fail(exc)
+    kind, _, where = questions.partition(":")
+    if kind not in ("synthetic", "hf", "catalog") or (kind == "hf" and not where):
+        raise ConfigError(f"--questions {questions!r}: use synthetic, hf:<dataset> or catalog[:<folder>]")
+    spec = LadderQuestions.parse(dict(source=kind, path=where or None, name=source_name, train_split=train_split,
+                                      test_split=test_split,
+                                      mapping=dict(image=image, question=question, answer=answer,
+                                                   choices=choices, qtype=qtype)), where="--questions")
+    config = LadderConfig(family=family, questions=spec).with_overrides(_assignments(set_, "--set"))
+    catalog = State.config() if kind == "catalog" and not where else None
+    folder = ensure_ladder(config, force=force, progress=True, name=name, catalog=catalog)
     report = load_report(folder)
     typer.echo(f"ladder at {folder} (built in {report['build_seconds']} s)"
                + (f"; run configs name it ladder:{name}/<member>" if name else ""))
@@ -404,27 +393,24 @@ def roundtrip(
     from masters.synthetic_gendata import synthetic_gendata
     from schemas.snapshot import verify_snapshot
 
-    try:
-        tables, reward_config = synthetic_gendata(num_questions=questions)
-        with Catalog.open(State.config()) as cat:
-            for attempt in (1, 2):
-                with cat.commit("synthetic gen-data (roundtrip)", stage="roundtrip") as tx:
-                    for table_name, table in tables.items():
-                        tx.append(table_name, table)
-                added = sum(tx.result.added.values())
-                skipped = sum(tx.result.skipped.values())
-                typer.echo(f"commit {attempt}: version {tx.result.version}, {added} rows added, "
-                           f"{skipped} already present")
-            info = create_snapshot(cat, name, reward_config.id, progress=False)
-        verify_snapshot(info.path)
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        import datasets
+    tables, reward_config = synthetic_gendata(num_questions=questions)
+    with Catalog.open(State.config()) as cat:
+        for attempt in (1, 2):
+            with cat.commit("synthetic gen-data (roundtrip)", stage="roundtrip") as tx:
+                for table_name, table in tables.items():
+                    tx.append(table_name, table)
+            added = sum(tx.result.added.values())
+            skipped = sum(tx.result.skipped.values())
+            typer.echo(f"commit {attempt}: version {tx.result.version}, {added} rows added, "
+                       f"{skipped} already present")
+        info = create_snapshot(cat, name, reward_config.id, progress=False)
+    verify_snapshot(info.path)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import datasets
 
-        ds = datasets.load_dataset(str(info.path), split="train")
-        typer.echo(f"snapshot {info.name} at {info.path}: verified, loads with datasets "
-                   f"({ds.num_rows} rows, image: {type(ds[0]['image']).__name__})")
-    except MastersError as exc:
-        _fail(exc)
+    ds = datasets.load_dataset(str(info.path), split="train")
+    typer.echo(f"snapshot {info.name} at {info.path}: verified, loads with datasets "
+               f"({ds.num_rows} rows, image: {type(ds[0]['image']).__name__})")
 
 
 # --- the loop -------------------------------------------------------------------------------
@@ -439,10 +425,7 @@ def _load_run_config(path: str):
 @app.command()
 def validate(config: str = typer.Argument(..., help="run config YAML")) -> None:
     """Check a run config without running anything (unknown keys and bad values are named)."""
-    try:
-        cfg = _load_run_config(config)
-    except MastersError as exc:
-        _fail(exc)
+    cfg = _load_run_config(config)
     ladder = ", ".join(f"{t.model} from iteration {t.start}" for t in cfg.teachers)
     typer.echo(f"{config}: valid. run {cfg.run_id}: {cfg.iterations} iterations, mask ratios "
                f"{cfg.schedule.ratios()}, teachers {ladder}, {cfg.teacher_responses}+{cfg.student_responses} "
@@ -508,10 +491,7 @@ def run_cmd(
                                           "between `masters worker` jobs producing each iteration's Gen-Data"),
 ) -> None:
     """Run the Masters loop (or resume it: what the catalog holds is not done again)."""
-    try:
-        _run_and_report(_load_run_config(config), report, png, through)
-    except MastersError as exc:
-        _fail(exc)
+    _run_and_report(_load_run_config(config), report, png, through)
 
 
 WORKER_STAGES = {"generate": ("iteration", "generate-teacher", "generate-student"),
@@ -538,33 +518,30 @@ def worker(
     from masters.production import InlineLauncher
     from masters.stages import Shard, stage, stage_scope
 
+    names = WORKER_STAGES.get(stage_name, (stage_name,))
     try:
-        names = WORKER_STAGES.get(stage_name, (stage_name,))
+        stages = [stage(n) for n in names]
+    except KeyError:
+        raise MastersError(f"unknown stage {stage_name!r}: use generate, score, judge, rewards or all "
+                           "(or iteration, generate-teacher, generate-student)") from None
+    sh = Shard.parse(shard)
+    cfg = _load_run_config(run_config)
+    if not 0 <= iteration < cfg.iterations:
+        raise MastersError(f"--iteration {iteration}: run {cfg.run_id} has iterations 0..{cfg.iterations - 1}")
+    with Catalog.open(State.config()) as cat:
+        plan = RunPlan.build(cfg, cat.config, progress=False)
+        scope = plan.scope(iteration)
+        ensure_questions(cat, cfg)
+        cat.delete_orphaned_files()  # files older than an hour that no version references
+        launcher = InlineLauncher(sh, progress=sys.stderr.isatty(), threads=cfg.production.threads_per_shard)
         try:
-            stages = [stage(n) for n in names]
-        except KeyError:
-            raise MastersError(f"unknown stage {stage_name!r}: use generate, score, judge, rewards or all "
-                               "(or iteration, generate-teacher, generate-student)") from None
-        sh = Shard.parse(shard)
-        cfg = _load_run_config(run_config)
-        if not 0 <= iteration < cfg.iterations:
-            raise MastersError(f"--iteration {iteration}: run {cfg.run_id} has iterations 0..{cfg.iterations - 1}")
-        with Catalog.open(State.config()) as cat:
-            plan = RunPlan.build(cfg, cat.config, progress=False)
-            scope = plan.scope(iteration)
-            ensure_questions(cat, cfg)
-            cat.delete_orphaned_files()  # files older than an hour that no version references
-            launcher = InlineLauncher(sh, progress=sys.stderr.isatty(), threads=cfg.production.threads_per_shard)
-            try:
-                for s in stages:
-                    res = launcher.run(s, cat, stage_scope(s, scope))
-                    added = ", ".join(f"+{n} {t}" for t, n in res.added.items() if n) or "nothing new"
-                    typer.echo(f"{s.name} it{iteration} shard {sh}: {res.units} units, {added}, "
-                               f"{len(res.versions)} commits ({res.seconds:.1f} s)")
-            finally:
-                launcher.close()
-    except MastersError as exc:
-        _fail(exc)
+            for s in stages:
+                res = launcher.run(s, cat, stage_scope(s, scope))
+                added = ", ".join(f"+{n} {t}" for t, n in res.added.items() if n) or "nothing new"
+                typer.echo(f"{s.name} it{iteration} shard {sh}: {res.units} units, {added}, "
+                           f"{len(res.versions)} commits ({res.seconds:.1f} s)")
+        finally:
+            launcher.close()
 
 
 @app.command()
@@ -577,13 +554,10 @@ def demo(
     iterations of masked-teacher Gen-Data and offline GRPO, an accuracy table and a report."""
     from masters.demo import demo_config
 
-    try:
-        cfg = demo_config(iterations=iterations)
-        if iterations is not None:
-            cfg = cfg.model_copy(update={"run_id": f"demo-{iterations}"})
-        _run_and_report(cfg, report, png)
-    except MastersError as exc:
-        _fail(exc)
+    cfg = demo_config(iterations=iterations)
+    if iterations is not None:
+        cfg = cfg.model_copy(update={"run_id": f"demo-{iterations}"})
+    _run_and_report(cfg, report, png)
 
 
 @app.command("eval")
@@ -602,16 +576,13 @@ def eval_cmd(
     from masters.plan import resolve_model
     from masters.stages.queries import split_questions
 
-    try:
-        folder = resolve_model(checkpoint)
-        judge = _make_judge(judge_name, judge_config)
-        with Catalog.open_read_only(State.config()) as cat:
-            qs = QuestionSet(*split_questions(cat, split, limit))
-        if qs.questions.num_rows == 0:
-            raise MastersError(f"the catalog has no {split!r} questions")
-        res = evaluate(folder, qs, max_new_tokens=max_new_tokens, progress=True, judge=judge)
-    except MastersError as exc:
-        _fail(exc)
+    folder = resolve_model(checkpoint)
+    judge = _make_judge(judge_name, judge_config)
+    with Catalog.open_read_only(State.config()) as cat:
+        qs = QuestionSet(*split_questions(cat, split, limit))
+    if qs.questions.num_rows == 0:
+        raise MastersError(f"the catalog has no {split!r} questions")
+    res = evaluate(folder, qs, max_new_tokens=max_new_tokens, progress=True, judge=judge)
     typer.echo(f"{folder}: accuracy {res.accuracy:.3f} on {res.n} {split} questions (judge {judge.kind})")
     for qtype, acc in res.per_type.items():
         typer.echo(f"  {qtype:<16} {acc:.3f}")
@@ -627,14 +598,11 @@ def report_cmd(
     from catalog import Catalog
     from masters.report import build_report, render_png
 
-    try:
-        with Catalog.open_read_only(State.config()) as cat:
-            page = build_report(cat, run_id, Path(out))
-        typer.echo(f"report: {page}")
-        if png:
-            typer.echo(f"rendered: {render_png(page, Path(png))}")
-    except MastersError as exc:
-        _fail(exc)
+    with Catalog.open_read_only(State.config()) as cat:
+        page = build_report(cat, run_id, Path(out))
+    typer.echo(f"report: {page}")
+    if png:
+        typer.echo(f"rendered: {render_png(page, Path(png))}")
 
 
 @app.command()
@@ -664,38 +632,38 @@ def ablate(
     from masters.report import build_report
     from masters.sweep import parse_sweep, sweep as run_sweep, with_value
 
+    base = _load_run_config(config) if config else demo_config(run_id="ablate")
+    if iterations:
+        base = base.model_copy(update={"iterations": iterations, "mask": None})
+    for key, value in _assignments(set_, "--set").items():
+        base = with_value(base, key, value, where="--set")
     try:
-        base = _load_run_config(config) if config else demo_config(run_id="ablate")
-        if iterations:
-            base = base.model_copy(update={"iterations": iterations, "mask": None})
-        for key, value in _assignments(set_, "--set").items():
-            base = with_value(base, key, value, where="--set")
         seed_list = [int(x) for x in seeds.split(",") if x.strip()]
-        arm_list = tuple(a.strip() for a in arms.split(",") if a.strip())
-        unknown = [a for a in arm_list if a not in ARMS]
-        if unknown or not seed_list:
-            raise MastersError(f"arms must be among {', '.join(ARMS)} (got {unknown}) and seeds non-empty")
-        sweeps = [parse_sweep(s) for s in sweep_]
-        result, swept = None, []
-        with Catalog.open(State.config()) as cat:
-            if sweeps:
-                for key, values in sweeps:
-                    swept.append(run_sweep(cat, base, key, values, seed_list, steps, progress=True,
-                                           on_result=lambda v, sd, acc, k=key: typer.echo(
-                                               f"{k}={v} seed {sd}: accuracy {acc:.3f}")))
-            else:
-                result = run_ablation(cat, base, seed_list, steps, arm_list, progress=True,
-                                      on_result=lambda a, sd, acc: typer.echo(f"{a} seed {sd}: accuracy {acc:.3f}"))
-            page = None
-            shown = (f"{base.run_id}-masters-i{base.iterations}-k{steps}-s{seed_list[0]}"
-                     if (result and "masters" in arm_list) or any(s["replays_gendata"] for s in swept)
-                     else swept[0]["points"][0]["run_ids"][0] if swept else None)
-            if shown:
-                out = Path(report) if report else run_dir(base, cat.config).parent / f"{base.run_id}-report.html"
-                page = build_report(cat, shown, out, ablation=result, sweeps=swept,
-                                    title=f"masters-distill ablations ({base.run_id})")
-    except MastersError as exc:
-        _fail(exc)
+    except ValueError:
+        raise ConfigError(f"--seeds {seeds!r}: write comma-separated integers, e.g. 0,1,2") from None
+    arm_list = tuple(a.strip() for a in arms.split(",") if a.strip())
+    unknown = [a for a in arm_list if a not in ARMS]
+    if unknown or not seed_list:
+        raise MastersError(f"arms must be among {', '.join(ARMS)} (got {unknown}) and seeds non-empty")
+    sweeps = [parse_sweep(s) for s in sweep_]
+    result, swept = None, []
+    with Catalog.open(State.config()) as cat:
+        if sweeps:
+            for key, values in sweeps:
+                swept.append(run_sweep(cat, base, key, values, seed_list, steps, progress=True,
+                                       on_result=lambda v, sd, acc, k=key: typer.echo(
+                                           f"{k}={v} seed {sd}: accuracy {acc:.3f}")))
+        else:
+            result = run_ablation(cat, base, seed_list, steps, arm_list, progress=True,
+                                  on_result=lambda a, sd, acc: typer.echo(f"{a} seed {sd}: accuracy {acc:.3f}"))
+        page = None
+        shown = (f"{base.run_id}-masters-i{base.iterations}-k{steps}-s{seed_list[0]}"
+                 if (result and "masters" in arm_list) or any(s["replays_gendata"] for s in swept)
+                 else swept[0]["points"][0]["run_ids"][0] if swept else None)
+        if shown:
+            out = Path(report) if report else run_dir(base, cat.config).parent / f"{base.run_id}-report.html"
+            page = build_report(cat, shown, out, ablation=result, sweeps=swept,
+                                title=f"masters-distill ablations ({base.run_id})")
     ci = lambda x: "" if x is None else f" +- {x:.3f}"  # noqa: E731
     if result:
         typer.echo(result["note"])
@@ -730,11 +698,8 @@ def export(
     from catalog import Catalog
     from catalog.hub_export import export_for_hub
 
-    try:
-        with Catalog.open_read_only(State.config()) as cat:
-            res = export_for_hub(cat, snapshot, out, with_token_stats=with_token_stats, license=license_)
-    except MastersError as exc:
-        _fail(exc)
+    with Catalog.open_read_only(State.config()) as cat:
+        res = export_for_hub(cat, snapshot, out, with_token_stats=with_token_stats, license=license_)
     typer.echo(f"{res.folder}: " + ", ".join(f"{c} {n}" for c, n in res.row_counts.items()))
 
 
@@ -757,15 +722,12 @@ def publish(
     from catalog.hub_export import export_for_hub
     from catalog.publish import publish_folder
 
-    try:
-        with tempfile.TemporaryDirectory(prefix="masters-publish-") as tmp:
-            with Catalog.open_read_only(State.config()) as cat:
-                res = export_for_hub(cat, snapshot, Path(tmp) / "export", with_token_stats=with_token_stats,
-                                     license=license_)
-            typer.echo("exported: " + ", ".join(f"{c} {n}" for c, n in res.row_counts.items()))
-            out = publish_folder(res.folder, repo, private=private, revision=revision)
-    except MastersError as exc:
-        _fail(exc)
+    with tempfile.TemporaryDirectory(prefix="masters-publish-") as tmp:
+        with Catalog.open_read_only(State.config()) as cat:
+            res = export_for_hub(cat, snapshot, Path(tmp) / "export", with_token_stats=with_token_stats,
+                                 license=license_)
+        typer.echo("exported: " + ", ".join(f"{c} {n}" for c, n in res.row_counts.items()))
+        out = publish_folder(res.folder, repo, private=private, revision=revision)
     if out.changed:
         typer.echo(f"published {res.snapshot} to {repo}@{out.revision}: commit {out.commit} ({out.url})")
     else:
@@ -784,14 +746,11 @@ def import_cmd(
     from catalog.hub_import import import_gendata
     from catalog.publish import fetch_published
 
-    try:
-        with tempfile.TemporaryDirectory(prefix="masters-import-") as tmp:
-            folder = Path(source) if Path(source).is_dir() else fetch_published(source, Path(tmp) / "d",
-                                                                               revision=revision)
-            with Catalog.open(State.config()) as cat:
-                res = import_gendata(cat, folder, source)
-    except MastersError as exc:
-        _fail(exc)
+    with tempfile.TemporaryDirectory(prefix="masters-import-") as tmp:
+        folder = Path(source) if Path(source).is_dir() else fetch_published(source, Path(tmp) / "d",
+                                                                           revision=revision)
+        with Catalog.open(State.config()) as cat:
+            res = import_gendata(cat, folder, source)
     added = ", ".join(f"{t} +{n}" for t, n in res.added.items() if n)
     skipped = sum(res.skipped.values())
     typer.echo(f"imported {source}: version {res.version}; {added or 'nothing new'}"

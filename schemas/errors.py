@@ -13,12 +13,37 @@ class ConfigError(MastersError):
 
 
 class SchemaMismatchError(MastersError):
-    """Data handed to the catalog does not match a table's schema."""
+    """Data handed to the catalog does not match a table's schema, or holds a value the schema
+    refuses (a NaN where a number is meant, a state outside its enum, a length that disagrees).
+    ``row`` is the 0-based row of the table handed in, when one row is at fault."""
 
-    def __init__(self, table: str, column: str | None, problem: str):
-        self.table, self.column = table, column
-        where = f"table '{table}'" + (f", column '{column}'" if column else "")
+    def __init__(self, table: str, column: str | None, problem: str, row: int | None = None):
+        self.table, self.column, self.row = table, column, row
+        where = f"table '{table}'" + (f", column '{column}'" if column else "") + (
+            f", row {row}" if row is not None else "")
         super().__init__(f"schema mismatch in {where}: {problem}")
+
+
+class UnknownKindError(ConfigError):
+    """A registry (judges, generation backends, divergences) has nothing under that name."""
+
+    def __init__(self, what: str, name: str, known: list[str]):
+        self.what, self.name, self.known = what, name, known
+        super().__init__(f"unknown {what} {name!r}; known: {', '.join(known)}")
+
+
+class MissingExtraError(MastersError):
+    """An optional dependency is not installed; the message names the extra that brings it."""
+
+    def __init__(self, package: str, extra: str, needed_for: str):
+        self.package, self.extra = package, extra
+        super().__init__(f"{needed_for} needs the Python package '{package}', which is not installed: "
+                         f"pip install 'masters-distill[{extra}]' (from a checkout: pip install -e '.[{extra}]')")
+
+
+class InputError(MastersError):
+    """A file, folder or value a user handed in cannot be used (missing, unreadable, truncated);
+    the message names it and says what was expected."""
 
 
 class CatalogError(MastersError):
@@ -71,6 +96,10 @@ class SourceDataError(MastersError):
         super().__init__(
             f"{len(problems)} bad row(s) of {total_rows} in {source}:\n{shown}{more}\n"
             "Fix the data or the column mapping, or pass --skip-bad (skip_bad=True) to skip them.")
+
+
+class PublishError(MastersError):
+    """A snapshot cannot be exported, published to or imported from the Hugging Face Hub."""
 
 
 class TrainingDiverged(MastersError):
