@@ -34,7 +34,12 @@ class QuestionSetBuilder:
 
     def add(self, *, image: bytes | None, question: str, answer: str, split: str, qtype: str,
             answer_type: str, choices: list[str] | None = None, meta: dict | None = None,
-            image_info: tuple[str, int, int] | None = None) -> str:
+            image_info: tuple[str, int, int] | None = None, answers: list[str] | None = None) -> str:
+        """``answers``: every accepted answer when there are several, ``answer`` first (the SFT
+        target); default just ``answer``."""
+        answers = list(answers or [answer])
+        if answers[0] != answer:
+            raise ValueError(f"answers {answers!r} must start with the answer {answer!r}")
         image_id = None
         if image is not None:
             image_id = ids.bytes_id(image)
@@ -42,12 +47,12 @@ class QuestionSetBuilder:
                 fmt, w, h = image_info or _probe(image)
                 self._images[image_id] = {"image_id": image_id, "bytes": image, "format": fmt,
                                           "width": w, "height": h}
-        qid = ids.question_id(self.source, image_id, question, answer, choices)
+        qid = ids.question_id(self.source, image_id, question, answer, choices, answers)
         self._questions.append({
             "question_id": qid, "source": self.source, "split": split, "qtype": qtype,
             "answer_type": answer_type, "question": question, "answer": answer,
             "choices": list(choices or []), "image_id": image_id,
-            "meta": json.dumps(meta, sort_keys=True) if meta else None})
+            "meta": json.dumps(meta, sort_keys=True) if meta else None, "answers": answers})
         return qid
 
     def build(self, skipped: int = 0, problems: list[str] | None = None) -> QuestionSet:

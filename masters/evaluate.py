@@ -1,5 +1,6 @@
 """Held-out accuracy of a checkpoint: greedy answers to a question set, matched per answer type
-(normalised exact / relaxed numeric / letter). Overall and per question type."""
+(normalised exact / relaxed numeric / letter) against every accepted answer (any of them counts).
+Overall and per question type."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from tqdm.auto import tqdm
 from gendata.hf_generate import generate, load_vlm
 from gendata.questions import QuestionSet
 from rewards.judges import Judge, JudgeItem
-from rewards.matching import match_answer
+from rewards.matching import match_any
 
 
 @dataclass
@@ -20,6 +21,12 @@ class EvalResult:
     per_type: dict[str, float]
     n: int
     examples: list[dict] = field(default_factory=list)
+
+
+def accepted(question: dict) -> tuple[str, ...]:
+    """A question row's accepted answers: ``answers``, or just ``answer`` in rows without them
+    (older catalogs)."""
+    return tuple(question.get("answers") or (question["answer"],))
 
 
 def evaluate(checkpoint: str | Path, qs: QuestionSet, batch_size: int = 32, max_new_tokens: int = 8,
@@ -39,10 +46,11 @@ def evaluate(checkpoint: str | Path, qs: QuestionSet, batch_size: int = 32, max_
                            repetition_penalty=1.0, max_new_tokens=max_new_tokens, batch_size=batch_size)
         if judge is not None:
             verdicts = judge.judge([JudgeItem(r["question_id"], r["question"], r["answer"], r["answer_type"],
-                                              s.text, tuple(r["choices"] or ())) for r, (s,) in zip(batch, answers)])
+                                              s.text, tuple(r["choices"] or ()), answers=accepted(r))
+                                    for r, (s,) in zip(batch, answers)])
             marks = [v.state == "ok" and v.score == 1 for v in verdicts]
         else:
-            marks = [match_answer(s.text, r["answer"], r["answer_type"], r["choices"]) for r, (s,) in zip(batch, answers)]
+            marks = [match_any(s.text, accepted(r), r["answer_type"], r["choices"]) for r, (s,) in zip(batch, answers)]
         for r, (sample,), ok in zip(batch, answers, marks):
             hits.setdefault(r["qtype"], []).append(ok)
             if len(examples) < 12:

@@ -12,6 +12,8 @@ from schemas.snapshot_folder import SnapshotFolderWriter
 
 
 def sft_rows(qs: QuestionSet) -> pa.Table:
+    """One row per question; the completion is its ``answer``: the first of its accepted answers
+    (a ChartQA label ``['26']`` gives "26", never the list's text)."""
     images = {r["image_id"]: r["bytes"] for r in qs.images.to_pylist()}
     rows = [{"question_id": q["question_id"], "qtype": q["qtype"], "prompt": q["question"],
              "image": {"bytes": images[q["image_id"]], "path": None} if q["image_id"] else None,

@@ -88,3 +88,9 @@ def match_answer(prediction: str, truth: str, answer_type: str, choices: list[st
     if answer_type == "letter":
         return choice_match(prediction, truth, choices)
     return exact_match(prediction, truth)
+
+
+def match_any(prediction: str, truths: list[str] | tuple[str, ...], answer_type: str,
+              choices: list[str] | None = None) -> bool:
+    """``match_answer`` against every accepted answer: any of them counts."""
+    return any(match_answer(prediction, truth, answer_type, choices) for truth in truths)

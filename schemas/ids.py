@@ -61,9 +61,12 @@ def config_hash(config: Any) -> str:
 
 
 def question_id(source: str, image_id: str | None, question: str, answer: str,
-                choices: Sequence[str] | None = None) -> str:
+                choices: Sequence[str] | None = None, answers: Sequence[str] | None = None) -> str:
+    """``answers``: every accepted answer, ``answer`` first. A question with one accepted answer
+    keeps the id it has without ``answers``; more answers are part of what defines it."""
+    fields = {"answers": list(answers)} if answers and list(answers) != [answer] else {}
     return content_id("question", source=source, image_id=image_id, question=question,
-                      answer=answer, choices=list(choices or []))
+                      answer=answer, choices=list(choices or []), **fields)
 
 
 def iteration_id(run_id: str, iteration: int) -> str:

@@ -67,7 +67,7 @@ IMAGES = TableSpec("images", "image_id", pa.schema([
 ]), "Images, stored once each and referenced by questions.")
 
 QUESTIONS = TableSpec("questions", "question_id", pa.schema([
-    col("question_id", pa.string(), "content hash of source, image, question, answer and choices"),
+    col("question_id", pa.string(), "content hash of source, image, question, answer(s) and choices"),
     col("source", pa.string(), "where the question comes from, e.g. 'synthetic-vqa' or a dataset id"),
     col("split", pa.string(), "train / test / validation"),
     col("qtype", pa.string(), "question type, e.g. 'shape_colour', 'bar_value'"),
@@ -77,6 +77,8 @@ QUESTIONS = TableSpec("questions", "question_id", pa.schema([
     col("choices", pa.list_(pa.string()), "lettered options for multiple choice; empty otherwise"),
     col("image_id", pa.string(), "the question's image in `images`", nullable=True),
     col("meta", pa.string(), "free-form JSON (source row index, render parameters, ...)", nullable=True),
+    col("answers", pa.list_(pa.string()), "every accepted answer; `answer` is the first (any of them counts). "
+        "null (rows of older catalogs) means just `answer`", nullable=True),
 ]), "Questions with ground truth.")
 
 MODELS = TableSpec("models", "model_id", pa.schema([
@@ -121,7 +123,9 @@ RESPONSES = TableSpec("responses", "response_id", pa.schema([
     col("token_ids", pa.list_(pa.int32()), "generated token ids (completion only)"),
     col("text", pa.string(), "decoded completion text"),
     col("finish_reason", pa.string(), "stop / length"),
-    col("num_tokens", pa.int32(), "len(token_ids)"),
+    col("num_tokens", pa.int32(), "len(token_ids); 0 marks an empty response (the engine emitted no token, e.g. an "
+        "immediate EOS): it is never scored nor rewarded, its group is rewarded over its other members, and both "
+        "are counted (stage results, the iteration's line, the report)"),
     col("created_at", TS, "when the row was written"),
     col("behaviour_logprobs", pa.list_(pa.float32()),
         "the generating engine's own log-prob of each token (vLLM's raw log-probs, or transformers generate's "

@@ -39,3 +39,14 @@ def test_choice_by_name_and_dispatch():
     assert match_answer("4", "4", "number") and match_answer("B", "B", "letter", ["x", "y"])
     assert normalise("A Blue!") == "blue"
     assert parse_number("about 12.5 units") == 12.5
+
+
+@pytest.mark.parametrize("pred,truths,answer_type,ok", [
+    ("57%", ["0.57", "57%"], "number", True), ("0.57", ["0.57", "57%"], "number", True),
+    ("0.9", ["0.57", "57%"], "number", False), ("brazil", ["Brazil", "Brasil"], "word", True),
+    ("Brasil", ["Brazil", "Brasil"], "word", True), ("Chile", ["Brazil", "Brasil"], "word", False),
+])
+def test_match_any_accepted_answer(pred, truths, answer_type, ok):
+    from rewards.matching import match_any
+
+    assert match_any(pred, truths, answer_type) is ok
