@@ -14,6 +14,7 @@ what is missing reproduces exactly what a full run would have.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import math
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -27,7 +28,8 @@ from gendata.hf_generate import Sample, chat_text, generate, load_vlm
 from gendata.masking import MaskSpec, masked, plan_masks
 from schemas import ids
 from schemas.config import StrictModel
-from schemas.errors import MastersError
+from schemas.errors import MastersError, MissingExtraError
+from schemas.registry import NoParams, Registry
 from schemas.tables import RESPONSES
 
 
@@ -159,15 +161,25 @@ class VLLMBackend:
             self._tmp.cleanup()
 
 
-BACKENDS: dict[str, type] = {"transformers": TransformersBackend, "vllm": VLLMBackend}
+def _vllm(options: VLLMOptions, path: str, **kwargs) -> VLLMBackend:
+    if importlib.util.find_spec("vllm") is None:
+        raise MissingExtraError("vllm", "gpu", "the vllm generation backend (a GPU machine)")
+    return VLLMBackend(path, **{**options.engine_kwargs(), **kwargs})
 
 
-def backend(name: str, path: str, **kwargs) -> GenerationBackend:
-    try:
-        cls = BACKENDS[name]
-    except KeyError:
-        raise ValueError(f"unknown generation backend {name!r}; known: {', '.join(BACKENDS)}") from None
-    return cls(path, **kwargs)
+# name -> (params config class, factory(params, path, **kwargs) -> GenerationBackend); the params
+# are the run config's section of that backend (``vllm:``), validated without importing vLLM
+BACKENDS: Registry[GenerationBackend] = Registry("generation backend")
+BACKENDS.register("transformers", NoParams, lambda params, path, **kw: TransformersBackend(path, **kw))
+BACKENDS.register("vllm", VLLMOptions, _vllm)
+BackendName = BACKENDS.name()  # the type of a config value naming a backend (`backend: vllm`)
+
+
+def backend(name: str, path: str, options: VLLMOptions | dict | None = None, **kwargs) -> GenerationBackend:
+    """The generation backend ``name`` (UnknownKindError listing the known ones) for the checkpoint at
+    ``path``, with its settings ``options`` (vllm: VLLMOptions); ``kwargs`` go to its constructor
+    (mask_ratio, mask_spec, placement, plan; vllm also takes engine arguments)."""
+    return BACKENDS.build(name, options, path, where=f"backend {name!r} settings", **kwargs)
 
 
 LOGPROB_FLOOR = -1e4  # as the scoring pass floors its log-probs: a -inf stays a number in the catalog

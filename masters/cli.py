@@ -255,17 +255,9 @@ def _mapping(value: Optional[str], what: str) -> dict:
 
 
 def _make_judge(name: str, judge_config: Optional[str]):
-    from rewards.judges import make_judge
+    from rewards.judges import build_judge
 
-    params = _mapping(judge_config, "--judge-config")
-    try:
-        if name == "llm":
-            from rewards.llm_judge import LLMJudgeConfig
-
-            return make_judge("llm", config=LLMJudgeConfig.parse(params, where="--judge-config"))
-        return make_judge(name, **params)
-    except (TypeError, ValueError) as exc:
-        raise MastersError(f"cannot build judge {name!r}: {exc}") from None
+    return build_judge(name, _mapping(judge_config, "--judge-config"), where="--judge-config")
 
 
 @app.command()
@@ -484,7 +476,7 @@ def _accuracy_table(result, measured: list[dict]) -> None:
 
 @app.command("run")
 def run_cmd(
-    config: str = typer.Argument(..., help="run config YAML (see configs/run-*.yaml)"),
+    config: str = typer.Argument(..., help="run config YAML (see configs/run/*.yaml)"),
     report: Optional[str] = typer.Option(None, "--report", help="report HTML path (default: <run dir>/report.html)"),
     png: Optional[str] = typer.Option(None, "--png", help="also render the report to this PNG (headless Chromium)"),
     through: Optional[int] = typer.Option(None, "--through", help="stop after this iteration (0-based): e.g. "

@@ -7,18 +7,20 @@ Model references are folders, or ``ladder:<member>`` for the tiny ladder of the 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import Field, field_validator, model_validator
 
-from gendata.backends import SamplingConfig, VLLMOptions
+from gendata.backends import BackendName, SamplingConfig, VLLMOptions
 from gendata.placement import Placement
 from gendata.scoring import ScoringConfig
 from gendata.schedule import MaskSchedule
-from schemas.config import StrictModel
-from trainer.config import GRPOSettings
+from rewards.judges import JUDGES
+from schemas.config import RewardWeights, StrictModel
 from schemas.errors import ConfigError
+from schemas.registry import KindConfig
+from trainer.config import GRPOSettings
 
 
 class QuestionsConfig(StrictModel):
@@ -55,16 +57,16 @@ class TeacherStage(ModelEntry):
     start: int = Field(0, ge=0, description="first iteration taught by this teacher")
 
 
-class JudgeConfig(StrictModel):
-    kind: str = Field("rule", description="rule / exact / numeric / choice / llm")
-    params: dict[str, Any] = Field(default_factory=dict, description="judge parameters (llm: LLMJudgeConfig)")
+class JudgeConfig(KindConfig):
+    """The judge giving R_acc: a kind of rewards.judges.JUDGES and its parameters, both checked when
+    the config is validated (``judge.kind``, ``judge.params.<key>``)."""
 
+    registry: ClassVar = JUDGES
 
-class RewardWeights(StrictModel):
-    divergence: Literal["jsd", "kl_forward", "kl_reverse"] = Field("jsd", description="D")
-    aggregation: Literal["mean", "sum"] = Field("mean", description="token aggregation of D")
-    w_acc: float = Field(1.0, description="weight of R_acc")
-    w_distill: float = Field(1.0, description="weight of R_distill")
+    kind: str = Field("rule", description="rule / exact / numeric / choice / llm (rewards.judges.JUDGES)")
+    params: Any = Field(default_factory=dict, validate_default=True,
+                        description="the judge's parameters: none for rule / exact / choice; numeric: tolerance; "
+                        "llm: model, base_url, api_key_env, ... (rewards/llm_judge.py LLMJudgeConfig)")
 
 
 class TrainConfig(GRPOSettings):
@@ -126,7 +128,8 @@ class RunConfig(StrictModel):
     teacher_responses: int = Field(4, ge=0, description="responses per question from the masked teacher")
     student_responses: int = Field(4, ge=0, description="responses per question from the student")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="sampling (the paper's)")
-    backend: str = Field("transformers", description="generation backend: transformers / vllm")
+    backend: BackendName = Field("transformers", description="generation backend: transformers / vllm "
+                                 "(gendata.backends.BACKENDS)")
     vllm: VLLMOptions = Field(default_factory=VLLMOptions, description="vLLM engine settings (backend: vllm)")
     scoring: ScoringConfig = Field(default_factory=ScoringConfig, description="teacher-forced scoring")
     judge: JudgeConfig = Field(default_factory=JudgeConfig, description="the judge giving R_acc")

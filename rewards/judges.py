@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import importlib
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
 import pyarrow as pa
+from pydantic import Field
 
 from rewards import matching
 from schemas import ids
+from schemas.config import StrictModel
+from schemas.registry import NoParams, Registry
 from schemas.tables import VERDICTS
 
 RULE_VERSION = "rules/1"
@@ -38,6 +41,12 @@ class JudgeItem:
     response: str
     choices: tuple[str, ...] = ()
     iteration_id: str | None = None  # the response's iteration: needed for verdict rows
+    answers: tuple[str, ...] = ()  # every accepted answer (``answer`` is the first); empty: just ``answer``
+
+    @property
+    def accepted(self) -> tuple[str, ...]:
+        """The accepted answers: any of them counts."""
+        return self.answers or (self.answer,)
 
 
 @dataclass
@@ -83,7 +92,8 @@ class RuleJudge:
                     out.append(Verdict(None, "unparseable", None, item.response,
                                        time.perf_counter() - t0, "no answer found in the response"))
                     continue
-                ok = self.match(extracted, item)
+                ok = any(self.match(extracted, item if a == item.answer else replace(item, answer=a))
+                         for a in item.accepted)
                 out.append(Verdict(float(ok), "ok", extracted, None, time.perf_counter() - t0))
             except Exception as exc:  # a judge bug must show up as an error, not as a 0
                 out.append(Verdict(None, "error", None, item.response, time.perf_counter() - t0,
@@ -110,25 +120,36 @@ def _by_type(item: JudgeItem) -> str | None:
     return {"number": _number, "letter": _letter}.get(item.answer_type, _text)(item)
 
 
-JUDGES: dict[str, Callable[..., Judge]] = {
-    "exact": lambda: RuleJudge("exact", _text, lambda x, i: matching.exact_match(x, i.answer)),
-    "numeric": lambda tolerance=0.05: RuleJudge(
-        "numeric", _number, lambda x, i: matching.relaxed_numeric_match(x, i.answer, tolerance),
-        {"tolerance": tolerance}),
-    "choice": lambda: RuleJudge("choice", _letter, lambda x, i: x == i.answer.strip().upper()),
-    "rule": lambda: RuleJudge("rule", _by_type, lambda x, i: matching.match_answer(
-        x, i.answer, i.answer_type, list(i.choices))),
-}
+class NumericParams(StrictModel):
+    tolerance: float = Field(0.05, ge=0, allow_inf_nan=False,
+                             description="relative tolerance: |pred - gt| <= tolerance * |gt|")
 
 
-def make_judge(name: str, **params) -> Judge:
-    if name == "llm" and name not in JUDGES:
-        importlib.import_module("rewards.llm_judge")  # registers itself
-    try:
-        factory = JUDGES[name]
-    except KeyError:
-        raise ValueError(f"unknown judge {name!r}; known: {', '.join(JUDGES)}") from None
-    return factory(**params)
+# name -> (params config class, factory(params) -> Judge). A judge of its own module registers
+# itself there (rewards/llm_judge.py) and is imported at the end of this one.
+JUDGES: Registry[Judge] = Registry("judge")
+JUDGES.register("rule", NoParams, lambda p: RuleJudge("rule", _by_type, lambda x, i: matching.match_answer(
+    x, i.answer, i.answer_type, list(i.choices))))
+JUDGES.register("exact", NoParams, lambda p: RuleJudge("exact", _text, lambda x, i: matching.exact_match(x, i.answer)))
+JUDGES.register("numeric", NumericParams, lambda p: RuleJudge(
+    "numeric", _number, lambda x, i: matching.relaxed_numeric_match(x, i.answer, p.tolerance), p.model_dump()))
+JUDGES.register("choice", NoParams, lambda p: RuleJudge("choice", _letter, lambda x, i: x == i.answer.strip().upper()))
+
+
+def build_judge(kind: str, params: Mapping[str, Any] | StrictModel | None = None,
+                where: str = "judge.params") -> Judge:
+    """The judge ``kind`` (UnknownKindError listing the known ones) with ``params`` (a mapping, or
+    the judge's params config) validated by its params class: a ConfigError names ``where`` (the
+    parameters' config key or option, e.g. 'judge.params', '--judge-config') and each bad key.
+    Building may raise MissingExtraError (an optional package the judge needs is not installed)
+    or a ConfigError of the judge's own (the LLM judge: its API key variable is not set)."""
+    return JUDGES.build(kind, params, where=where)
+
+
+def make_judge(name: str, config: StrictModel | None = None, **params) -> Judge:
+    """The judge ``name`` with its parameters as keywords (``make_judge("numeric", tolerance=0.1)``)
+    or as its params config (``make_judge("llm", config=LLMJudgeConfig(...))``); see build_judge."""
+    return build_judge(name, config if config is not None else params, where=f"judge {name!r} parameters")
 
 
 def verdict_rows(judge: Judge, items: Sequence[JudgeItem], verdicts: Sequence[Verdict],
@@ -144,3 +165,6 @@ def verdict_rows(judge: Judge, items: Sequence[JudgeItem], verdicts: Sequence[Ve
          "extracted_answer": v.extracted_answer, "raw_output": v.raw_output,
          "latency_s": v.latency_s, "state": v.state, "error": v.error, "created_at": now}
         for i, v in zip(items, verdicts)], schema=VERDICTS.schema)
+
+
+importlib.import_module("rewards.llm_judge")  # registers "llm" (openai is imported only when one is built)

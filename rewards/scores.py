@@ -5,9 +5,10 @@ when re-scoring a catalog the data never leaves the engine until the new rows ar
 Definitions (the paper's, as the README's "Judges, rewards, re-scoring" states them):
 
 - D per response: the per-token divergence stored in `token_stats` (``jsd`` by default,
-  ``kl_forward`` or ``kl_reverse``) aggregated over the response's tokens by ``mean`` (default)
-  or ``sum``: exact in an ``fx/2`` row (which stores the sum as computed), the sum of the decoded
-  fixed-point values in an ``fx16/1`` row (``schemas/token_codec.py``).
+  ``kl_forward`` or ``kl_reverse``: a name of the registry ``schemas.divergences.DIVERGENCES``)
+  aggregated over the response's tokens by ``mean`` (default) or ``sum``: exact in an ``fx/2`` row
+  (which stores the sum as computed), the sum of the decoded fixed-point values in an ``fx16/1``
+  row (``schemas/token_codec.py``).
 - R_distill = (D_max - D) / (D_max - D_min) within the response's group. **A group whose D are all
   equal (or that has one response) gets R_distill = 1 for every member**: none is further from the
   teacher than another.
@@ -29,8 +30,8 @@ from datetime import datetime, timezone
 import duckdb
 import pyarrow as pa
 
-from schemas import token_codec as codec
 from schemas.config import RewardConfig
+from schemas.divergences import DIVERGENCES
 from schemas.tables import REWARDS, TOKEN_STATS
 
 
@@ -75,7 +76,7 @@ def reward_inputs_sql(config: RewardConfig, responses: str, verdicts: str, token
         WITH v AS (SELECT response_id, verdict_id, score AS r_acc, state FROM {verdicts}
                    WHERE judge_id = '{judge}' AND state IN ('ok', 'unparseable'){part("iteration_id")}),
              s AS (SELECT ts.response_id, ts.stats_id,
-                          {codec.sql_divergence(config.divergence, config.aggregation)} AS D
+                          {DIVERGENCES.build(config.divergence).sql(config.aggregation)} AS D
                    FROM {token_stats} ts{pair}{part("ts.iteration_id", pair)}),
              d AS (SELECT response_id, min(stats_id) AS stats_id, arg_min(D, stats_id) AS D
                    FROM s GROUP BY response_id),

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from schemas.errors import ConfigError
 from schemas.ids import canonical_json, content_id
@@ -47,17 +47,33 @@ def format_validation_error(exc: ValidationError, where: str) -> str:
     return f"invalid {where}:\n" + "\n".join(lines)
 
 
+def _known_divergence(name: str) -> str:
+    from schemas.divergences import DIVERGENCES  # here: that module builds on this one
+
+    return DIVERGENCES.check(name)
+
+
+DivergenceName = Annotated[str, AfterValidator(_known_divergence)]  # a name in schemas.divergences.DIVERGENCES
+# the divergences scoring stores per token (schemas.token_codec.DIVERGENCES), each registered in
+# schemas.divergences.DIVERGENCES; a config accepts every registered name (DivergenceName)
 Divergence = Literal["jsd", "kl_forward", "kl_reverse"]
 
 
-class RewardConfig(StrictModel):
-    """How R is computed from a judge's verdicts and the stored token summaries."""
+class RewardWeights(StrictModel):
+    """The divergence and the weights of R (a run config's ``reward`` section; RewardConfig adds
+    the judge)."""
 
-    judge_id: str = Field(description="judge whose verdicts give R_acc")
-    divergence: Divergence = Field("jsd", description="D: jsd (default), kl_forward or kl_reverse")
+    divergence: DivergenceName = Field("jsd", description="D: jsd (default), kl_forward or kl_reverse "
+                                       "(schemas/divergences.py DIVERGENCES)")
     aggregation: Literal["mean", "sum"] = Field("mean", description="token aggregation of D")
     w_acc: float = Field(1.0, allow_inf_nan=False, description="weight of R_acc")
     w_distill: float = Field(1.0, allow_inf_nan=False, description="weight of R_distill")
+
+
+class RewardConfig(RewardWeights):
+    """How R is computed from a judge's verdicts and the stored token summaries."""
+
+    judge_id: str = Field(description="judge whose verdicts give R_acc")
     normalisation: Literal["group"] = Field("group", description="scope of the min-max normalisation of D")
 
     @property

@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 
 from schemas import token_codec_fx2 as fx2
-from schemas.errors import MastersError
+from schemas.errors import MastersError, UnknownKindError
 
 FX16 = "fx16/1"
 FX2 = fx2.ENCODING
@@ -99,8 +99,10 @@ def sql_per_token(name: str, ts: str = "ts") -> str:
 def sql_divergence(name: str, aggregation: str, ts: str = "ts") -> str:
     """SQL of a response's D: the ``mean`` or ``sum`` over its tokens of divergence ``name``
     (DOUBLE). ``fx/2`` rows hold the exact sum; ``fx16/1`` rows sum their fixed-point values."""
-    if name not in DIVERGENCES or aggregation not in ("mean", "sum"):
-        raise ValueError(f"unknown divergence {name!r} or aggregation {aggregation!r}")
+    if name not in DIVERGENCES:
+        raise UnknownKindError("divergence", name, list(DIVERGENCES))
+    if aggregation not in ("mean", "sum"):
+        raise UnknownKindError("aggregation", aggregation, ["mean", "sum"])
     agg = "list_avg" if aggregation == "mean" else "list_sum"
     exact = f"{ts}.{name}_sum" + (f" / {ts}.num_tokens" if aggregation == "mean" else "")
     return (f"(CASE WHEN {ts}.encoding = '{FX2}' THEN {exact} "

@@ -10,21 +10,15 @@ from catalog import Catalog
 from masters.stages import queries
 from masters.stages.base import Stage, Unit, with_data
 from masters.stages.scope import JudgeScope
-from rewards.judges import Judge, JudgeItem, make_judge, verdict_rows
-from schemas.errors import ConfigError
+from rewards import judges
+from rewards.judges import Judge, JudgeItem, verdict_rows
 from schemas.tables import QUESTIONS, RESPONSES, VERDICTS
 
 
 def build_judge(cfg) -> Judge:
-    """A judge from a run config's ``judge`` section (kind + params)."""
-    try:
-        if cfg.kind == "llm":
-            from rewards.llm_judge import LLMJudgeConfig
-
-            return make_judge("llm", config=LLMJudgeConfig.parse(cfg.params, where="judge.params"))
-        return make_judge(cfg.kind, **cfg.params)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"judge: cannot build {cfg.kind!r} ({exc})") from None
+    """A judge from a run config's ``judge`` section (kind + params, validated with the config);
+    errors name ``judge.params`` (rewards.judges.build_judge)."""
+    return judges.build_judge(cfg.kind, cfg.params, where="judge.params")
 
 
 def as_judge(judge: Any) -> Judge:
@@ -51,7 +45,8 @@ class Judging:
     def produce(self, units) -> dict:
         rows = [u.data for u in units]
         items = [JudgeItem(r["response_id"], r["question"], r["answer"], r["answer_type"], r["text"],
-                           tuple(r["choices"] or ()), r["iteration_id"]) for r in rows]
+                           tuple(r["choices"] or ()), r["iteration_id"], answers=tuple(r.get("answers") or ()))
+                 for r in rows]
         attempts = {r["response_id"]: r["attempt"] for r in rows if r["attempt"]}
         return {VERDICTS.name: verdict_rows(self.judge, items, self.judge.judge(items), attempts)}
 

@@ -50,9 +50,23 @@ def test_masked_teacher_generation_leaves_weights_intact(tiny_checkpoints, quest
 
 
 def test_registry_names_backends():
-    assert set(BACKENDS) == {"transformers", "vllm"}
-    with pytest.raises(ValueError, match="known: transformers, vllm"):
+    from gendata.backends import VLLMOptions
+    from schemas.errors import UnknownKindError
+
+    assert list(BACKENDS) == ["transformers", "vllm"]
+    assert BACKENDS["vllm"].params is VLLMOptions  # the run config's `vllm:` section
+    with pytest.raises(UnknownKindError, match="unknown generation backend 'onnx'; known: transformers, vllm"):
         backend("onnx", "x")
+
+
+def test_the_vllm_backend_without_vllm_names_the_extra(monkeypatch):
+    import sys
+
+    from schemas.errors import MissingExtraError
+
+    monkeypatch.setitem(sys.modules, "vllm", None)  # as on a machine without the gpu extra
+    with pytest.raises(MissingExtraError, match=r"needs the Python package 'vllm'.*masters-distill\[gpu\]"):
+        backend("vllm", "x", mask_ratio=0.2)
 
 
 @pytest.mark.gpu

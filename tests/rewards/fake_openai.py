@@ -21,6 +21,16 @@ def grade(user: str) -> str:
     return f"The candidate wrote: {response!r}. Verdict: <answer>{int(ok)}</answer>"
 
 
+LOGIN_PAGE = "<html><head><title>Sign in</title></head><body>" + "<p>Single sign-on required.</p>" * 40 + "</body></html>"
+# model name -> (HTTP status, content type, body): endpoints that answer something else than a chat completion
+BODIES = {
+    "html": (200, "text/html; charset=utf-8", LOGIN_PAGE),
+    "plain-text": (200, "text/plain", "upstream connect error or disconnect/reset before headers"),
+    "json-not-completion": (200, "application/json", '{"status": "ok", "service": "judge-gateway"}'),
+    "not-found-html": (404, "text/html", "<html><body><h1>404 Not Found</h1>no route for /v1/chat/completions</body></html>"),
+}
+
+
 class FakeOpenAI:
     def __init__(self):
         self.calls: dict[str, int] = {}
@@ -59,6 +69,9 @@ class FakeOpenAI:
                     return self._send(401, {"error": {"message": f"bad key {self.headers['Authorization']}"}})
                 if model == "malformed":
                     return self._raw(200, b'{"choices": [ this is not json')
+                if model in BODIES:  # a proxy, portal or wrong server answering in its own format
+                    code, content_type, text = BODIES[model]
+                    return self._raw(code, text.encode(), content_type)
                 if model == "no-tag-then-tag":
                     text = "I think it is right." if n % 2 == 1 else "<answer>1</answer>"
                 elif model == "never-tags":
@@ -75,9 +88,9 @@ class FakeOpenAI:
             def _send(self, code, doc):
                 self._raw(code, json.dumps(doc).encode())
 
-            def _raw(self, code, data):
+            def _raw(self, code, data, content_type="application/json"):
                 self.send_response(code)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 try:

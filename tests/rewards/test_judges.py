@@ -1,6 +1,7 @@
 import pytest
 
-from rewards.judges import JUDGES, JudgeItem, make_judge, verdict_rows
+from rewards.judges import JUDGES, JudgeItem, build_judge, make_judge, verdict_rows
+from schemas.errors import ConfigError, UnknownKindError
 from schemas.tables import VERDICTS
 
 
@@ -47,7 +48,7 @@ def test_ids_rows_and_registry():
     rows = verdict_rows(a, items, a.judge(items))
     assert rows.schema.equals(VERDICTS.schema) and rows.column("state").to_pylist() == ["ok", "unparseable"]
     assert set(JUDGES) >= {"exact", "numeric", "choice", "rule"}
-    with pytest.raises(ValueError, match="known: exact"):
+    with pytest.raises(UnknownKindError, match="unknown judge 'llm-typo'; known: rule, exact, numeric, choice, llm"):
         make_judge("llm-typo")
 
 
@@ -56,3 +57,32 @@ def test_ids_rows_and_registry():
 def test_numeric_judge_keeps_the_number_as_written(response, answer, ok):
     (v,) = make_judge("numeric").judge([item(response, answer, "number")])
     assert v.state == "ok" and v.score == float(ok)
+
+
+@pytest.mark.parametrize("judge,response,answer_type,score", [
+    ("rule", "57%", "number", 1.0), ("numeric", "about 56.5", "number", 1.0), ("rule", "0.9", "number", 0.0),
+    ("exact", "Fifty-seven percent", "word", 1.0),
+])
+def test_any_accepted_answer_counts(judge, response, answer_type, score):
+    it = JudgeItem("r1", "share?", "0.57", answer_type, response, answers=("0.57", "57", "fifty-seven percent"))
+    assert it.accepted == ("0.57", "57", "fifty-seven percent")
+    (v,) = make_judge(judge).judge([it])
+    assert (v.state, v.score) == ("ok", score)
+    (alone,) = make_judge(judge).judge([JudgeItem("r1", "share?", "0.57", answer_type, response)])
+    assert alone.score == (1.0 if response == "0.57" else 0.0)
+
+
+def test_build_judge_validates_params_and_names_where():
+    """One builder from (kind, params, where): a bad parameter is a ConfigError naming where it came from."""
+    assert build_judge("numeric", {"tolerance": 0.1}, where="--judge-config").judge_id == \
+        make_judge("numeric", tolerance=0.1).judge_id
+    with pytest.raises(ConfigError, match="invalid --judge-config:\n  - tolerence: unknown key"):
+        build_judge("numeric", {"tolerence": 0.1}, where="--judge-config")
+    with pytest.raises(ConfigError, match="--judge-config:\n  - tolerance: .*finite"):
+        build_judge("numeric", {"tolerance": float("nan")}, where="--judge-config")
+    with pytest.raises(ConfigError, match="judge.params:\n  - tolerance: unknown key"):
+        build_judge("exact", {"tolerance": 0.1}, where="judge.params")
+    with pytest.raises(ConfigError, match="invalid judge 'numeric' parameters:\n  - tolerence: unknown key"):
+        make_judge("numeric", tolerence=0.1)  # keywords are checked the same way
+    with pytest.raises(UnknownKindError, match="unknown judge 'lmm'; known: rule, exact, numeric, choice, llm"):
+        build_judge("lmm", {}, where="--judge-config")

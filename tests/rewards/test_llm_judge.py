@@ -2,13 +2,15 @@
 time, explicit error states, prompt injection, and the API key kept out of everything."""
 
 import importlib.util
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from rewards.judges import JudgeItem, make_judge, verdict_rows
+from rewards.judges import JudgeItem, build_judge, make_judge, verdict_rows
 from rewards.llm_judge import LLMJudgeConfig, defang, parse_verdict
+from schemas.errors import ConfigError, MissingExtraError
 
 spec = importlib.util.spec_from_file_location("fake_openai", Path(__file__).with_name("fake_openai.py"))
 fake_openai = importlib.util.module_from_spec(spec)
@@ -74,6 +76,7 @@ def test_rate_limits_are_retried(server):
 def test_server_errors_end_as_error_state_in_bounded_calls(server):
     (v,) = judge(server, "always-500").judge([item("red")])
     assert v.state == "error" and v.score is None and "InternalServerError" in v.error
+    assert f"{server.url} answered HTTP 500" in v.error and "busy" in v.error and "3 attempts" in v.error
     assert server.calls["always-500"] == 3  # 1 + max_retries, then it stops
 
 
@@ -87,6 +90,8 @@ def test_timeouts_are_bounded(server):
 def test_malformed_bodies_are_errors_not_zeros(server):
     (v,) = judge(server, "malformed").judge([item("red")])
     assert v.state == "error" and v.score is None
+    assert v.error == (f"{server.url} answered HTTP 200 with a body that is not a chat completion: "
+                       "'{\"choices\": [ this is not json'")
 
 
 def test_two_step_extraction_and_unparseable(server):
@@ -107,11 +112,12 @@ def test_the_key_never_reaches_verdicts_or_errors(server):
     leaky = judge(server, "echo-401")  # the server quotes the Authorization header in its error
     (v,) = leaky.judge([item("red")])
     assert v.state == "error" and "AuthenticationError" in v.error and KEY not in v.error and "***" in v.error
+    assert f"{server.url} answered HTTP 401" in v.error and "bad key Bearer ***" in v.error
 
 
 def test_a_remote_endpoint_without_a_key_is_refused(monkeypatch):
     monkeypatch.delenv("NO_SUCH_KEY_VAR", raising=False)
-    with pytest.raises(ValueError, match="set the environment variable NO_SUCH_KEY_VAR"):
+    with pytest.raises(ConfigError, match="set the environment variable NO_SUCH_KEY_VAR"):
         make_judge("llm", config=LLMJudgeConfig(model="m", base_url="https://judge.example/v1",
                                                 api_key_env="NO_SUCH_KEY_VAR"))
 
@@ -129,3 +135,70 @@ def test_judge_ids_follow_model_template_and_params(server):
     a = judge(server, "m1").judge_id
     assert a == judge(server, "m1", concurrency=1).judge_id  # transport settings are not the judge
     assert a != judge(server, "m2").judge_id and a != judge(server, "m1", temperature=0.7).judge_id
+
+
+def test_a_body_that_is_not_a_chat_completion_names_endpoint_status_and_body(server):
+    """A proxy, portal or wrong server answering HTTP 200 in its own format: an error verdict whose
+    reason says what came back, not an AttributeError of the client."""
+    (v,) = judge(server, "plain-text").judge([item("red")])
+    assert v.state == "error" and v.score is None
+    assert v.error == (f"{server.url} answered HTTP 200 with a body that is not a chat completion: "
+                       "'upstream connect error or disconnect/reset before headers'")
+    (h,) = judge(server, "html").judge([item("red")])
+    page = fake_openai.LOGIN_PAGE
+    assert h.error.startswith(f"{server.url} answered HTTP 200 with a body that is not a chat completion: "
+                              f"{page[:200]!r}") and "AttributeError" not in h.error
+    assert len(h.error) < len(server.url) + 300  # the start of the body, not all of it
+    (j,) = judge(server, "json-not-completion").judge([item("red")])
+    assert "HTTP 200 with a body that is not a chat completion" in j.error and "judge-gateway" in j.error
+    assert server.calls["plain-text"] == server.calls["html"] == 1  # not retried: another try gets the same
+
+
+def test_a_client_error_names_endpoint_status_and_body_and_is_not_retried(server):
+    (v,) = judge(server, "not-found-html").judge([item("red")])
+    assert v.state == "error" and v.error.startswith(
+        f"NotFoundError: {server.url} answered HTTP 404: '<html><body><h1>404 Not Found</h1>no route")
+    assert server.calls["not-found-html"] == 1
+
+
+def test_credentials_in_the_endpoint_url_never_reach_an_error(server):
+    url = server.url.replace("http://", "http://judge:pw-SECRET@")
+    (v,) = judge(server, "plain-text", base_url=url).judge([item("red")])
+    assert v.state == "error" and "pw-SECRET" not in v.error and KEY not in v.error
+    assert v.error.startswith(server.url.replace("http://", "http://***@") + " answered HTTP 200")
+
+
+def test_without_the_judge_extra_the_llm_judge_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "openai", None)  # `import openai` fails as when it is not installed
+    cfg = LLMJudgeConfig(model="m", base_url="http://127.0.0.1:9/v1")
+    with pytest.raises(MissingExtraError, match=r"the LLM judge needs the Python package 'openai'.*"
+                                                r"masters-distill\[judge\]") as err:
+        make_judge("llm", config=cfg)
+    assert err.value.extra == "judge"
+    with pytest.raises(MissingExtraError):
+        build_judge("llm", {"model": "m", "base_url": "http://127.0.0.1:9/v1"}, where="judge.params")
+
+
+def test_masters_judge_without_the_judge_extra_says_which_extra(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from masters.cli import app
+
+    monkeypatch.setitem(sys.modules, "openai", None)
+    res = CliRunner().invoke(app, ["--catalog", str(tmp_path / "cat"), "judge", "--judge", "llm", "--judge-config",
+                                   '{"model": "m", "base_url": "http://127.0.0.1:9/v1"}'])
+    assert res.exit_code == 2 and not isinstance(res.exception, ModuleNotFoundError)
+    assert "masters-distill[judge]" in res.output
+
+
+def test_every_accepted_answer_reaches_the_judge(server):
+    """A question with several accepted answers (ChartQA's list label) shows the judge all of
+    them; one answer alone is sent as it always was (the judge's id and prompt are unchanged)."""
+    j = judge(server, "capable")
+    j.judge([JudgeItem("r1", "What share?", "0.57", "number", "57%", answers=("0.57", "57%")),
+             item("red", rid="r2")])
+    sent = {r["body"]["messages"][-1]["content"] for r in server.requests}
+    several = next(u for u in sent if "What share?" in u)
+    one = next(u for u in sent if "What colour" in u)
+    assert "Reference answer: 0.57 (also accepted: 57%)\n" in several
+    assert "Reference answer: red\n" in one

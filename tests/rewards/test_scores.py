@@ -134,3 +134,37 @@ def test_summaries_of_another_scoring_pair_are_ignored():
                           RewardConfig(judge_id=J), iterations=iterations)
     rows = {r["response_id"]: r for r in res.rewards.to_pylist()}
     assert rows["a"]["token_stats_id"] == "sa" and rows["a"]["divergence"] == pytest.approx(0.1, abs=1e-4)
+
+
+def test_divergences_are_a_registry_and_an_unknown_one_is_named():
+    from schemas.divergences import DIVERGENCES
+    from schemas.errors import ConfigError, UnknownKindError
+
+    assert list(DIVERGENCES) == ["jsd", "kl_forward", "kl_reverse"]
+    with pytest.raises(ConfigError, match="divergence: unknown divergence 'kl'; known: jsd, kl_forward, kl_reverse"):
+        RewardConfig.parse({"judge_id": J, "divergence": "kl"}, where="--reward-config")
+    with pytest.raises(UnknownKindError, match="unknown divergence 'kl'"):
+        codec.sql_divergence("kl", "mean")
+    with pytest.raises(UnknownKindError, match="unknown divergence 'kl'"):
+        DIVERGENCES.build("kl")
+
+
+def test_a_registered_divergence_reaches_the_reward_query():
+    """A new divergence over the stored summaries: a class with its SQL and one registration."""
+    from schemas.divergences import DIVERGENCES
+    from schemas.registry import NoParams
+
+    class JsdPlusKl:
+        def sql(self, aggregation, ts="ts"):
+            return (f"({DIVERGENCES.build('jsd').sql(aggregation, ts)} + "
+                    f"{DIVERGENCES.build('kl_forward').sql(aggregation, ts)})")
+
+    responses = with_iteration(pa.table({"response_id": ["a", "b"], "group_id": ["g", "g"]}))
+    t, v = stats([("a", [0.1, 0.3]), ("b", [0.2])]), verdicts({"a": 1, "b": 1})
+    DIVERGENCES.register("jsd_plus_kl", NoParams, lambda params: JsdPlusKl())
+    try:
+        rows = compute_rewards(responses, v, t, RewardConfig(judge_id=J, divergence="jsd_plus_kl")).rewards.to_pylist()
+    finally:
+        del DIVERGENCES["jsd_plus_kl"]
+    d = {r["response_id"]: r["divergence"] for r in rows}
+    assert d["a"] == pytest.approx(0.2 + 0.4, abs=1e-6) and d["b"] == pytest.approx(0.2 + 0.4, abs=1e-6)
