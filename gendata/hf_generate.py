@@ -1,6 +1,6 @@
 """Generation and teacher forcing with transformers VLMs (CPU or GPU): batched sampling of n
 responses per prompt with per-token log-probs, and teacher-forced log-probs of given responses
-that equal generation's. The issue-4 generation backends build on these."""
+that equal generation's. The generation backends (gendata/backends.py) build on these."""
 
 from __future__ import annotations
 

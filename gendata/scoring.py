@@ -209,7 +209,10 @@ def score_responses(teacher, student, processor, responses: pa.Table,
                     vocab: int | None = None) -> Iterator[pa.Table]:
     """token_stats tables for the responses (grouped by question), ``groups_per_batch`` groups at a
     time, so a caller committing each table loses at most one batch on a crash. Responses whose
-    stats id is in ``skip`` are not scored again. ``vocab``: the shared ids (``score_group``)."""
+    stats id is in ``skip`` are not scored again. ``vocab``: the shared ids (``score_group``).
+    A response with no token (an *empty* one: its engine stopped at once) has nothing to score and
+    gets no row; the ``score`` stage counts such responses and the ``rewards`` stage leaves them
+    out of their groups (``masters.stages.queries.EMPTY``)."""
     config = config or ScoringConfig()
     if plan is None and teacher_mask_ratio > 0:  # thresholds once per run, not once per group
         plan = plan_masks(teacher, [teacher_mask_ratio], mask_spec)
@@ -229,7 +232,7 @@ def score_responses(teacher, student, processor, responses: pa.Table,
     rows: list[dict] = []
     done_groups = 0
     for (qid, prompt), group in by_q.items():
-        group = [r for r in group if r["token_ids"]]
+        group = [r for r in group if r["token_ids"]]  # empty responses: nothing to score
         if not group:
             continue
         sums = score_group(teacher, student, processor, prompt, lookup(qid),

@@ -530,6 +530,7 @@ def worker(
             for s in stages:
                 res = launcher.run(s, cat, stage_scope(s, scope))
                 added = ", ".join(f"+{n} {t}" for t, n in res.added.items() if n) or "nothing new"
+                added += "".join(f", {n} {what}" for what, n in res.left_out.items() if n)
                 typer.echo(f"{s.name} it{iteration} shard {sh}: {res.units} units, {added}, "
                            f"{len(res.versions)} commits ({res.seconds:.1f} s)")
         finally:

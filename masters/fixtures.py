@@ -195,7 +195,9 @@ def _build_in_child(config: LadderConfig, data: LadderData, out: Path, progress:
     out.mkdir(parents=True)
     data.write(out / "data" / "questions")
     (out / "ladder-config.json").write_text(config.model_dump_json(indent=2))
-    env = {**os.environ, **pinned_env(config.threads)}
+    from trainer.data import quiet_env
+
+    env = {**os.environ, **pinned_env(config.threads), **quiet_env()}
     proc = subprocess.run([sys.executable, "-m", "masters.ladder_build", str(out)] + ([] if progress else ["--quiet"]),
                           env=env, cwd=Path(__file__).resolve().parents[1])
     error = out / "error.txt"

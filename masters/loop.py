@@ -30,13 +30,15 @@ from masters.plan import RunPlan
 from masters.production import Launcher, make_launcher, produce_iteration
 from masters.questions import ingest_questions
 from masters.run_config import RunConfig
-from masters.stages import EVALUATE, queries
+from masters.stages import EVALUATE, ITERATION_STAGES, queries, stage_scope
+from masters.stages.base import left_out
 from masters.stages.evaluation import result_of
 from masters.stages.registration import model_row
 from schemas import ids
 from schemas.errors import MastersError
 from trainer.checkpoints import META_NAME
-from trainer.config import GRPORunConfig
+from trainer.config import GRPORunConfig, config_file
+from trainer.data import quiet_env
 from trainer.grpo import train_grpo
 
 
@@ -80,15 +82,33 @@ class IterationSummary:
     accuracy: float | None = None
     per_type: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    # what the Gen-Data stages left out by design (empty responses, groups skipped), counted
+    left_out: dict[str, int] = field(default_factory=dict)
 
     def line(self) -> str:
         rm = " ".join(f"{k} {v:.2f}" for k, v in sorted(self.reward_mean.items()))
         loss = "-" if self.train_loss is None else f"{self.train_loss:.3f}"
         acc = "-" if self.accuracy is None else f"{self.accuracy:.3f}"
         new = sum(self.added.values())
-        return (f"iter {self.iteration}: teacher {self.teacher} r={self.mask_ratio:.2f} | +{new} rows | "
+        out = "".join(f", {_counted(n, kind)}" for kind, n in self.left_out.items())
+        return (f"iter {self.iteration}: teacher {self.teacher} r={self.mask_ratio:.2f} | +{new} rows{out} | "
                 f"snapshot {self.snapshot} (v{self.catalog_version}, {self.rows} rows) | reward {rm} | "
                 f"train loss {loss} | accuracy {acc} | {self.seconds:.0f}s")
+
+
+def _counted(n: int, kind: str) -> str:
+    """'4 empty responses', '1 group skipped' (``kind`` in the plural: 'groups skipped')."""
+    return " ".join([str(n)] + [w[:-1] if n == 1 and w.endswith("s") else w for w in kind.split()])
+
+
+def iteration_left_out(catalog: Catalog, scope) -> dict[str, int]:
+    """What the iteration's Gen-Data stages left out by design, counted from the catalog (the
+    same whatever launcher produced it)."""
+    out: dict[str, int] = {}
+    for s in ITERATION_STAGES:
+        for kind, n in left_out(s, catalog, stage_scope(s, scope)).items():
+            out[kind] = out.get(kind, 0) + n
+    return out
 
 
 @dataclass
@@ -123,15 +143,19 @@ def _launch(cfg: GRPORunConfig, config: RunConfig, scratch: Path) -> dict:
     cfg_file = scratch.parent / f"{scratch.name}.yaml"
     cfg_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     cmd = [sys.executable, "-m", "accelerate.commands.launch"]
-    if config.train.accelerate_config:
-        cmd += ["--config_file", config.train.accelerate_config]
+    if config.train.accelerate_config:  # from the working directory, or else the checkout (configs/ ships there)
+        cmd += ["--config_file", config_file(config.train.accelerate_config, "train.accelerate_config")]
     if config.train.num_processes:
         cmd += ["--num_processes", str(config.train.num_processes)]
     cmd += ["-m", "trainer", "grpo", str(cfg_file)]
-    proc = subprocess.run(cmd)
+    # the workers' stdout (their metrics line, DeepSpeed's log, which writes to stdout) is kept for a
+    # failure's message; their stderr (the training bar, errors) goes to the console
+    proc = subprocess.run(cmd, env={**os.environ, **quiet_env()}, stdout=subprocess.PIPE, text=True)
     cfg_file.unlink(missing_ok=True)
     if proc.returncode != 0:
-        raise MastersError(f"training failed (exit {proc.returncode}): {' '.join(cmd)}")
+        tail = "\n".join((proc.stdout or "").strip().splitlines()[-20:])
+        raise MastersError(f"training failed (exit {proc.returncode}): {' '.join(cmd)}"
+                           + (f"\nits last output:\n{tail}" if tail else ""))
     return json.loads((scratch / META_NAME).read_text())["metrics"]
 
 
@@ -211,6 +235,7 @@ def _run(plan: RunPlan, catalog: Catalog, launcher: Launcher, progress: bool,
                                progress=progress)
         faults.point("snapshot")
         means = queries.reward_means(catalog, produced.iteration_id, plan.reward.id)
+        dropped = iteration_left_out(catalog, scope)
         p.trained.parent.mkdir(parents=True, exist_ok=True)
         metrics = train_student(student, snap.path, p.trained, config, p.train_seed, progress)
         row = model_row(p.trained, "student", f"{config.run_id}/student@iter{i + 1}",
@@ -223,7 +248,7 @@ def _run(plan: RunPlan, catalog: Catalog, launcher: Launcher, progress: bool,
             student_out=str(p.trained), snapshot=snap.name, catalog_version=snap.catalog_version,
             rows=snap.num_rows, added=produced.added, reward_mean=means,
             train_loss=metrics.get("train_loss"), accuracy=acc["accuracy"], per_type=acc["per_type"],
-            seconds=time.perf_counter() - t0)
+            seconds=time.perf_counter() - t0, left_out=dropped)
         summaries.append(summary)
         if report:
             report(summary)

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from catalog import Catalog
 from masters import faults
 from masters.stages import ModelCache, Stage, StageResult, shard_of, stage
-from masters.stages.base import chunks, commit_message, counted, hydrated, value_counts
+from masters.stages.base import chunks, commit_message, counted, hydrated, left_out, value_counts
 from schemas.config import CatalogConfig
 from schemas.errors import MastersError
 
@@ -126,6 +126,7 @@ class RayLauncher:
         units = s.todo(catalog, scope)
         result = StageResult(s.name, units=len(units))
         if not units:
+            result.left_out = left_out(s, catalog, scope)
             return result
         size = s.batch(scope)
         pending = {k: deque(chunks([u for u in units if shard_of(u.key, self.count) == k], size))
@@ -171,6 +172,7 @@ class RayLauncher:
             raise MastersError(f"stage {s.name}: shard {k}/{self.count} failed ({_reason(exc)}). What every shard "
                                "sent before is committed; run the same command again to resume (only the missing "
                                "work is redone)") from None
+        result.left_out = left_out(s, catalog, scope)
         return result
 
     def model_loads(self) -> int:

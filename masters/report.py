@@ -1,7 +1,7 @@
 """The run report: one self-contained HTML page (PNG plots inlined as data URIs) built from the
 catalog alone: accuracy per iteration beside the teachers and the starting student, reward and
 divergence distributions per source and iteration, the mask schedule, judge verdict counts, the
-catalog versions the run produced, and the ablation table (with 95% intervals and the paired
+responses left out of training (empty ones, skipped groups), the catalog versions the run produced, and the ablation table (with 95% intervals and the paired
 differences of the paper's ordering) and sweeps when there are any. `render_png`
 screenshots it with headless Chromium (to check how it looks, or to attach it elsewhere)."""
 
@@ -23,6 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from catalog import Catalog  # noqa: E402
 from masters.mismatch import logprob_mismatch  # noqa: E402
+from masters.stages.queries import EMPTY, MIN_GROUP  # noqa: E402
 from schemas.errors import MastersError  # noqa: E402
 
 COLOURS = {"teacher": "#c0392b", "student": "#2874a6"}
@@ -71,13 +72,29 @@ def report_data(catalog: Catalog, run_id: str) -> dict:
     verdicts = q("SELECT it.iteration, r.source, v.state, v.score, count(*) AS n FROM verdicts v "
                  "JOIN responses r USING (response_id, iteration_id) JOIN iterations it USING (iteration_id) "
                  "WHERE it.run_id = $r GROUP BY ALL ORDER BY ALL", params={"r": run_id}).to_pylist()
+    # per iteration: responses, the empty ones, groups with too few non-empty members (queries.EMPTY)
+    left = q(f"SELECT it.iteration, count(*) AS responses, count(*) FILTER (WHERE {EMPTY}) AS empty "
+             "FROM responses r JOIN iterations it USING (iteration_id) WHERE it.run_id = $r GROUP BY ALL ORDER BY 1",
+             params={"r": run_id}).to_pylist()
+    skipped = q(f"SELECT it.iteration, count(*) AS n FROM (SELECT iteration_id, group_id FROM responses "
+                f"GROUP BY ALL HAVING count(*) FILTER (WHERE NOT ({EMPTY})) < {MIN_GROUP}) g "
+                "JOIN iterations it USING (iteration_id) WHERE it.run_id = $r GROUP BY ALL",
+                params={"r": run_id}).to_pylist()
+    rewarded = q("SELECT it.iteration, count(DISTINCT w.response_id) AS n FROM rewards w JOIN iterations it "
+                 "USING (iteration_id) WHERE it.run_id = $r AND w.reward_config_id IN (SELECT s.reward_config_id "
+                 "FROM snapshots s JOIN iterations i2 ON i2.iteration_id = s.iteration_id WHERE i2.run_id = $r) "
+                 "GROUP BY ALL", params={"r": run_id}).to_pylist()
+    skipped_by = {r["iteration"]: r["n"] for r in skipped}
+    rewarded_by = {r["iteration"]: r["n"] for r in rewarded}
+    left_out = [{**r, "groups_skipped": skipped_by.get(r["iteration"], 0),
+                 "rewarded": rewarded_by.get(r["iteration"], 0)} for r in left]
     snaps = q("SELECT s.name, s.catalog_version, s.num_rows, s.manifest_sha256 FROM snapshots s "
               "JOIN iterations it ON it.iteration_id = s.iteration_id WHERE it.run_id = $r "
               "ORDER BY s.catalog_version", params={"r": run_id}).to_pylist()
     versions = [v for v in catalog.versions() if v.rows_added]
     return {"run_id": run_id, "iterations": iters, "names": names, "evals": evals, "teachers": teachers,
             "rewards": rewards, "mismatch": logprob_mismatch(catalog, run_id),
-            "verdicts": verdicts, "snapshots": snaps, "versions": versions}
+            "verdicts": verdicts, "snapshots": snaps, "versions": versions, "left_out": left_out}
 
 
 def _accuracy_plot(data: dict, teachers: dict[str, float]) -> str:
@@ -240,6 +257,14 @@ def build_report(catalog: Catalog, run_id: str, out: Path, *, ablation: dict | N
               f"<img src='{_schedule_plot(data)}' alt='mask schedule'>",
               _table(["iteration", "mask ratio", "teacher", "student"], it_rows),
               "<h2>Judge verdicts</h2>", f"<img src='{_verdict_plot(data)}' alt='verdict counts'>",
+              "<h2>Responses left out</h2>",
+              "<p class=muted>An empty response (its engine emitted no token, e.g. an immediate end of sequence) "
+              "is not scored and gets no reward: its group is rewarded over its other members, and a group left "
+              f"with fewer than {MIN_GROUP} non-empty responses is skipped. Responses without a reward row "
+              "otherwise had an unparseable verdict.</p>",
+              _table(["iteration", "responses", "empty (no token)", f"groups skipped (< {MIN_GROUP} non-empty)",
+                      "rewarded"], [[r["iteration"], r["responses"], r["empty"], r["groups_skipped"], r["rewarded"]]
+                                    for r in data["left_out"]]),
               "<h2>Behaviour vs teacher-forced log-probs</h2>",
               "<p class=muted>Per token, |log-prob the generating engine gave - log-prob the scoring pass computed "
               "for the same model| (the train/inference mismatch; teacher log-probs are stored to 0.001 nats).</p>",

@@ -51,7 +51,8 @@ def rescore(catalog: Catalog, config: RewardConfig, *, iteration: int | None = N
     responses = queries.scoped_responses_sql(catalog, iteration, run_id, version)
     check_hex_ids(con, responses)
     total = con.execute(f"SELECT count(*) FROM {responses}").fetchone()[0]
-    sql = reward_sql(config, responses, t["verdicts"], t["token_stats"], t["iterations"],
+    # rewarded over: the non-empty responses of groups with enough of them (queries.EMPTY)
+    sql = reward_sql(config, queries.rewardable_responses_sql(catalog, iteration, run_id, version), t["verdicts"], t["token_stats"], t["iterations"],
                      queries.iteration_ids_in_scope(catalog, iteration, run_id))
     with catalog.commit(f"rescore {config.id}", stage="rescore", reward_config_id=config.id,
                         judge_id=config.judge_id, iteration=iteration, read_version=version) as tx:

@@ -1,7 +1,8 @@
 """Judges: one protocol, a registry by name. A judge turns (question, ground truth, response) items
 into verdicts; a verdict is ok / unparseable / error, never a silent 0.
 
-Rule-based judges here (issue 5 adds the LLM-as-a-judge client):
+Rule-based judges here; the LLM-as-a-judge is rewards/llm_judge.py (kind ``llm``, registered when
+that module is imported):
 
 - ``exact``: normalised exact match;
 - ``numeric``: ChartQA's relaxed accuracy (|pred - gt| <= 5% of |gt|, '%' handled, exact match

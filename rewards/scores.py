@@ -2,7 +2,7 @@
 (DuckDB) over Arrow tables or over the catalog's own tables: vectorised, no per-row Python, and
 when re-scoring a catalog the data never leaves the engine until the new rows are written.
 
-Definitions (the paper's, as the README's "Judges, rewards, re-scoring" states them):
+Definitions (the paper's; docs/architecture.md, "The reward computation"):
 
 - D per response: the per-token divergence stored in `token_stats` (``jsd`` by default,
   ``kl_forward`` or ``kl_reverse``: a name of the registry ``schemas.divergences.DIVERGENCES``)

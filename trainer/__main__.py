@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -70,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     finally:
         _end_distributed()
-    print(json.dumps({"output_dir": config.output_dir, "metrics": metrics}, default=str))
+    if int(os.environ.get("RANK", "0")) == 0:  # one line per training, not one per process
+        print(json.dumps({"output_dir": config.output_dir, "metrics": metrics}, default=str))
     return 0
 
 

@@ -2,11 +2,39 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
 from schemas.config import StrictModel
+from schemas.errors import ConfigError
+
+CHECKOUT = Path(__file__).resolve().parents[1]  # where configs/ lies beside trainer/ (an editable install)
+
+
+def config_file(value: str, what: str) -> str:
+    """A config file named by a relative path, as it exists: from the working directory, or else
+    from the checkout (the shipped configs/ name each other relative to it). Raises ConfigError
+    naming both places when it is in neither."""
+    path = Path(value).expanduser()
+    if path.is_file():
+        return str(path)
+    if not path.is_absolute() and (CHECKOUT / path).is_file():
+        return str(CHECKOUT / path)
+    raise ConfigError(f"{what}: {value} is not a file (looked in {Path.cwd()}"
+                      + ("" if path.is_absolute() else f" and in {CHECKOUT}") + "); give an absolute path")
+
+
+def resolve_accelerate_deepspeed_file() -> None:
+    """``accelerate launch --config_file configs/accelerate/zero3.yaml`` hands the yaml's
+    ``deepspeed_config_file`` to each process as written (ACCELERATE_DEEPSPEED_CONFIG_FILE), where
+    transformers opens it relative to the working directory: make it a path that exists, so the
+    shipped configs work from any directory."""
+    value = os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE")
+    if value and value.lower() != "none":
+        os.environ["ACCELERATE_DEEPSPEED_CONFIG_FILE"] = config_file(value, "deepspeed_config_file (accelerate config)")
 
 
 class SFTRunConfig(StrictModel):
@@ -28,7 +56,8 @@ class SFTRunConfig(StrictModel):
     resume: bool = Field(False, description="resume from the last checkpoint in output_dir")
     trust_remote_code: bool = Field(True, description="allow the processor code shipped in the checkpoint "
                                     "(the image-only shims of tiny fixtures); set False for untrusted checkpoints")
-    progress: bool = Field(True, description="show a progress bar")
+    progress: bool = Field(True, description="show one progress bar of the optimizer steps (the log dicts go "
+                           "to output_dir/trainer_log.jsonl)")
 
 
 class GRPOSettings(StrictModel):
@@ -82,5 +111,6 @@ class GRPORunConfig(GRPOSettings):
     resume: bool = Field(False, description="resume from the last checkpoint in output_dir/trainer_state")
     trust_remote_code: bool = Field(True, description="allow the processor code shipped in the checkpoint "
                                     "(the image-only shims of tiny fixtures); set False for untrusted checkpoints")
-    print_logs: bool = Field(True, description="print each logged metrics dict (TRL's printer)")
-    progress: bool = Field(True, description="show a progress bar")
+    print_logs: bool = Field(False, description="also print each logged metrics dict (every one is written to "
+                             "output_dir/trainer_log.jsonl, and to report_to's loggers)")
+    progress: bool = Field(True, description="show one progress bar of the optimizer steps")

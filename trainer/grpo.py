@@ -23,7 +23,6 @@ from typing import Any
 
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
-from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.trainer_utils import get_last_checkpoint
 from trl import GRPOConfig, GRPOTrainer
 from trl.trainer.utils import RepeatSampler
@@ -31,8 +30,8 @@ from trl.trainer.utils import RepeatSampler
 from schemas.errors import ConfigError, TrainingDiverged
 from schemas.snapshot import Manifest
 from trainer.checkpoints import CARRIED_FILES, META_NAME
-from trainer.config import GRPORunConfig
-from trainer.data import load_verified
+from trainer.config import GRPORunConfig, config_file, resolve_accelerate_deepspeed_file
+from trainer.data import load_verified, quiet_callbacks, quiet_libraries
 from trainer.losses import masters_loss
 from trainer.offline_batch import OfflineBatcher, check_token_ids, training_rows
 
@@ -116,8 +115,8 @@ class OfflineGRPOTrainer(GRPOTrainer):
 def grpo_args(config: GRPORunConfig, generation_batch: int | None = None) -> GRPOConfig:
     """TRL arguments for the run (built before the model is loaded, so ZeRO-3 can partition it
     as it loads)."""
-    if config.deepspeed and not Path(config.deepspeed).is_file():
-        raise ConfigError(f"deepspeed: {config.deepspeed} is not a file (e.g. configs/deepspeed/zero3.json)")
+    resolve_accelerate_deepspeed_file()
+    deepspeed = config_file(config.deepspeed, "deepspeed") if config.deepspeed else None
     world = int(os.environ.get("WORLD_SIZE", "1"))
     gen = generation_batch or config.batch_size * config.gradient_accumulation_steps * world
     if gen < 2:
@@ -137,8 +136,9 @@ def grpo_args(config: GRPORunConfig, generation_batch: int | None = None) -> GRP
         report_to=config.report_to, save_strategy="steps" if config.save_steps else "no",
         save_steps=config.save_steps or 500, save_total_limit=config.save_total_limit,
         use_cpu=not torch.cuda.is_available(), bf16=config.bf16, fp16=False,
-        gradient_checkpointing=config.gradient_checkpointing, deepspeed=config.deepspeed,
-        dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=not config.progress,
+        gradient_checkpointing=config.gradient_checkpointing, deepspeed=deepspeed,
+        # transformers' per-step bar (and the log dicts it writes under it) off: see quiet_callbacks
+        dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=True,
         log_completions=False, shuffle_dataset=True, temperature=1.0)
 
 
@@ -155,6 +155,11 @@ class GRPORun:
 
 def build_trainer(config: GRPORunConfig) -> GRPORun:
     """Verify the snapshot, check its rows against the student, and build the trainer."""
+    with quiet_libraries():
+        return _build_trainer(config)
+
+
+def _build_trainer(config: GRPORunConfig) -> GRPORun:
     warnings.filterwarnings("ignore", message=".*gradient_checkpointing.* is deprecated", category=FutureWarning)
     ds, manifest, manifest_hash = load_verified(config.snapshot)
     rows, top_k = training_rows(ds, config.sources, config.jsd_weight > 0, config.snapshot)
@@ -171,20 +176,8 @@ def build_trainer(config: GRPORunConfig) -> GRPORun:
     trainer = OfflineGRPOTrainer(
         model=model, reward_funcs=[stored_reward], args=args, train_dataset=rows, processing_class=processor,
         batcher=OfflineBatcher(processor, top_k, config.max_completion_tokens), loss_weights=weights)
-    if not (config.progress and config.print_logs):
-        trainer.remove_callback(PrinterCallback)
-    if config.progress and not config.print_logs:  # the bar, without a metrics dict under it per log step
-        trainer.remove_callback(ProgressCallback)
-        trainer.add_callback(BarOnly)
+    quiet_callbacks(trainer, config.output_dir, config.progress, config.print_logs)
     return GRPORun(trainer, processor, rows, manifest, manifest_hash)
-
-
-class BarOnly(ProgressCallback):
-    """transformers' training progress bar without the metrics it writes under it at every log
-    step (they are returned and kept in meta.json)."""
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        pass
 
 
 def first_non_finite(log_history: list[dict]) -> str | None:
@@ -200,7 +193,12 @@ def first_non_finite(log_history: list[dict]) -> str | None:
 def train_grpo(config: GRPORunConfig) -> dict[str, Any]:
     """Verify the snapshot, train, save the checkpoint (+ meta.json) to ``config.output_dir``,
     return the final metrics. Under ``accelerate launch`` every process runs this; only the main
-    process writes the checkpoint's side files."""
+    process writes the checkpoint's side files. Each log dict goes to ``output_dir``/trainer_log.jsonl."""
+    with quiet_libraries():
+        return _train_grpo(config)
+
+
+def _train_grpo(config: GRPORunConfig) -> dict[str, Any]:
     run = build_trainer(config)
     trainer, rows = run.trainer, run.rows
     state = Path(trainer.args.output_dir)

@@ -1,5 +1,5 @@
 """The terms of the paper's training objective (Appendix B), each a pure function of tensors, so
-each has its own golden-value test and the TRL subclass (issue 6) stays thin.
+each has its own golden-value test and the TRL subclass (trainer/grpo.py, OfflineGRPOTrainer) stays thin.
 
 Shapes: B sequences x T completion tokens; ``mask`` (B, T) is 1 on real completion tokens.
 

@@ -9,17 +9,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTConfig, SFTTrainer
 
+from schemas.errors import TrainingDiverged
 from trainer.checkpoints import load_model_and_processor, save_checkpoint
 from trainer.config import SFTRunConfig
-from trainer.data import load_verified, to_prompt_completion
+from trainer.data import load_verified, quiet_callbacks, quiet_libraries, to_prompt_completion
 
 
 def train_sft(config: SFTRunConfig) -> dict[str, Any]:
-    """Train, save the checkpoint (+ meta.json) to ``config.output_dir``, return the metrics."""
+    """Train, save the checkpoint (+ meta.json) to ``config.output_dir``, return the metrics. Each
+    log dict goes to ``output_dir``/trainer_log.jsonl; nothing is printed but one bar (``progress``)."""
+    with quiet_libraries():
+        return _train_sft(config)
+
+
+def _train_sft(config: SFTRunConfig) -> dict[str, Any]:
     # TRL 1.16 passes the old argument name to transformers 5: harmless, and not the user's doing
     warnings.filterwarnings("ignore", message=".*gradient_checkpointing.* is deprecated", category=FutureWarning)
     ds, manifest, manifest_hash = load_verified(config.snapshot)
@@ -36,18 +42,18 @@ def train_sft(config: SFTRunConfig) -> dict[str, Any]:
         save_strategy="steps" if config.save_steps else "no", save_steps=config.save_steps or 500,
         use_cpu=not torch.cuda.is_available(), bf16=False, fp16=False,
         dataloader_num_workers=0, remove_unused_columns=False, max_length=None,
-        disable_tqdm=not config.progress, completion_only_loss=True)
+        disable_tqdm=True, completion_only_loss=True)  # transformers' per-step bar off: quiet_callbacks
     trainer = SFTTrainer(model=model, args=args, train_dataset=train, processing_class=processor)
-    if not config.progress:
-        trainer.remove_callback(PrinterCallback)  # quiet: metrics are returned and kept in meta.json
+    quiet_callbacks(trainer, out, config.progress)
     resume = get_last_checkpoint(args.output_dir) if config.resume and Path(args.output_dir).is_dir() else None
     result = trainer.train(resume_from_checkpoint=resume)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     metrics = {"train_loss": result.training_loss, "first_logged_loss": losses[0] if losses else None,
                "last_logged_loss": losses[-1] if losses else None,
                "steps": trainer.state.global_step, "epochs": trainer.state.epoch}
-    if not all(math.isfinite(v) for v in (result.training_loss,)):
-        raise RuntimeError(f"SFT diverged: training loss {result.training_loss}")
+    if not math.isfinite(result.training_loss):
+        raise TrainingDiverged(f"SFT diverged on {config.snapshot}: training loss {result.training_loss}; nothing "
+                               "was saved. Lower the learning rate")
     save_checkpoint(trainer.model, processor, out, {
         "kind": "sft", "base_model": config.model, "snapshot": manifest.name,
         "snapshot_path": str(Path(config.snapshot).absolute()),

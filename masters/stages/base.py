@@ -7,7 +7,9 @@ the batch is produced, so memory holds a batch, not the todo) and ``open(scope, 
 producer holding what the stage loads once, e.g. its models) whose ``produce(units)`` turns one
 batch of units into Arrow tables per written table. :func:`run_stage` asks, hydrates, produces
 and commits one batch at a time, with a fault point after every commit; a crash loses at most
-the batch in flight and a re-run does only what is missing.
+the batch in flight and a re-run does only what is missing. What a stage leaves undone by
+design is never silent: ``left_out(catalog, scope)`` names it (e.g. ``score``'s empty responses,
+``rewards``' skipped groups) and the result counts it.
 
 Any stage runs as shard k of N over its todo: a unit belongs to shard ``hash(unit.key) % N``, a
 stable hash of its key, so shards never overlap and a re-run of one shard does only its own
@@ -95,6 +97,8 @@ class Stage:
     # stage of every shard needs done first (registering the iteration)
     sharded: bool = True
     count_by: tuple[str, str] | None = None  # (table, column) whose values the result counts
+    # what the stage leaves out of its scope by design, by kind: the key (shard key) of each item
+    left_out: Callable[[Catalog, Any], dict[str, list[str]]] | None = None
     iteration: Callable[[Any], int | None] = lambda scope: getattr(scope, "iteration", None)
 
 
@@ -106,6 +110,7 @@ class StageResult:
     added: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)  # values of stage.count_by
+    left_out: dict[str, int] = field(default_factory=dict)  # stage.left_out, counted (in this shard)
     versions: list[int] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -160,14 +165,27 @@ def value_counts(stage: Stage, tables: dict[str, pa.Table]) -> dict[str, int]:
     return out
 
 
+def left_out(stage: Stage, catalog: Catalog, scope: Any, shard: Shard | None = None) -> dict[str, int]:
+    """How many items of each kind the stage leaves out of its scope by design (of this shard):
+    the kinds with at least one."""
+    if stage.left_out is None:
+        return {}
+    found = stage.left_out(catalog, scope)
+    counts = {kind: sum(1 for key in keys if shard is None or shard_of(key, shard.count) == shard.index)
+              for kind, keys in found.items()}
+    return {kind: n for kind, n in counts.items() if n}
+
+
 def run_stage(stage: Stage, catalog: Catalog, scope: Any, shard: Shard | None = None, *,
               models=None, progress: bool = False) -> StageResult:
     """Ask the catalog what is left (of this shard), produce it a batch at a time, commit each
-    batch (one version, ids checked), reach the stage's fault point after each commit."""
+    batch (one version, ids checked), reach the stage's fault point after each commit; count
+    what the stage leaves out by design (``StageResult.left_out``)."""
     t0 = time.perf_counter()
     units = select(stage.todo(catalog, scope), shard if stage.sharded else None)
     result = StageResult(stage.name, units=len(units))
     if not units:
+        result.left_out = left_out(stage, catalog, scope, shard if stage.sharded else None)
         return result
     producer = stage.open(scope, models if models is not None else ModelCache())
     message, meta = commit_message(stage, scope, shard)
@@ -185,6 +203,7 @@ def run_stage(stage: Stage, catalog: Catalog, scope: Any, shard: Shard | None = 
                 faults.point(stage.fault)
     finally:
         producer.close()
+    result.left_out = left_out(stage, catalog, scope, shard if stage.sharded else None)
     result.seconds = time.perf_counter() - t0
     return result
 

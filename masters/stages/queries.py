@@ -10,6 +10,15 @@ from schemas.tables import (EVALUATIONS, IMAGES, ITERATIONS, MODELS, QUESTIONS, 
                             REWARDS, TOKEN_STATS, VERDICTS)
 
 
+EMPTY = "coalesce(len(token_ids), 0) = 0"
+"""SQL over a ``responses`` row: the response is *empty*, its engine emitted no token (an
+immediate EOS). It has nothing to be scored on: it gets no token_stats row, is left out of its
+group (the group is rewarded over its other members) and gets no reward; the ``score`` stage
+counts it ('empty responses'). A group left with fewer than ``MIN_GROUP`` non-empty members has
+nothing to normalise over and is not rewarded; the ``rewards`` stage counts it ('groups skipped')."""
+MIN_GROUP = 2
+
+
 def _sql_str(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
@@ -100,11 +109,18 @@ def response_ids(catalog: Catalog, iteration_id: str, source: str) -> set[str]:
 
 
 def iteration_responses(catalog: Catalog, iteration_id: str, columns: str = "response_id, question_id, prompt, "
-                        "token_ids") -> pa.Table:
-    """Columns of an iteration's responses, by question, source and sample index."""
-    return catalog.sql(f"SELECT {columns} FROM {RESPONSES.name} "
-                       "WHERE iteration_id = $it ORDER BY question_id, source, sample_index",
+                        "token_ids", non_empty: bool = False) -> pa.Table:
+    """Columns of an iteration's responses (only the non-empty ones: ``non_empty``), by question,
+    source and sample index."""
+    return catalog.sql(f"SELECT {columns} FROM {RESPONSES.name} WHERE iteration_id = $it"
+                       + (f" AND NOT ({EMPTY})" if non_empty else "") + " ORDER BY question_id, source, sample_index",
                        params={"it": iteration_id})
+
+
+def empty_response_questions(catalog: Catalog, iteration_id: str) -> list[str]:
+    """The question of each empty response of an iteration (one entry per response; ``EMPTY``)."""
+    return catalog.sql(f"SELECT question_id FROM {RESPONSES.name} WHERE iteration_id = $it AND {EMPTY} "
+                       "ORDER BY question_id", params={"it": iteration_id}).column(0).to_pylist()
 
 
 def responses_by_id(catalog: Catalog, response_ids: list[str], columns: str,
@@ -137,8 +153,10 @@ def unjudged(catalog: Catalog, judge_id: str, iteration: int | None, run_id: str
 
 
 def judge_inputs(catalog: Catalog, response_ids: list[str], iteration_ids: list[str] | None = None) -> dict[str, dict]:
-    """response_id -> its iteration, question, answer, answer_type, choices and text."""
-    rows = catalog.sql(f"SELECT r.response_id, r.iteration_id, q.question, q.answer, q.answer_type, q.choices, r.text "
+    """response_id -> its iteration, question, answer, answers (every accepted answer; null in rows
+    of older catalogs: just ``answer``), answer_type, choices and text."""
+    rows = catalog.sql(f"SELECT r.response_id, r.iteration_id, q.question, q.answer, q.answers, q.answer_type, "
+                       "q.choices, r.text "
                        f"FROM {RESPONSES.name} r JOIN {QUESTIONS.name} q USING (question_id) "
                        "WHERE r.response_id IN (SELECT unnest($ids))" + in_list("r.iteration_id", iteration_ids),
                        params={"ids": response_ids}).to_pylist()
@@ -158,6 +176,21 @@ def scoped_responses_sql(catalog: Catalog, iteration: int | None, run_id: str | 
         return responses
     return (f"(SELECT r.* FROM {responses} AS r JOIN (SELECT * FROM {catalog.table_ref(ITERATIONS.name, version)}) "
             f"AS it USING (iteration_id) WHERE true{scope_filter(iteration, run_id)})")
+
+
+def rewardable_responses_sql(catalog: Catalog, iteration: int | None, run_id: str | None,
+                             version: int | None = None) -> str:
+    """A SQL table reference: the responses of an iteration / run that rewards are computed over,
+    the non-empty ones of groups with at least ``MIN_GROUP`` of them (``EMPTY``)."""
+    return (f"(SELECT * FROM {scoped_responses_sql(catalog, iteration, run_id, version)} AS r "
+            f"WHERE NOT ({EMPTY}) QUALIFY count(*) OVER (PARTITION BY group_id) >= {MIN_GROUP})")
+
+
+def skipped_group_questions(catalog: Catalog, responses: str) -> list[str]:
+    """The question of each group of a responses table reference with fewer than ``MIN_GROUP``
+    non-empty members (not rewarded)."""
+    return catalog.sql(f"SELECT any_value(question_id) FROM {responses} AS r GROUP BY group_id "
+                       f"HAVING count(*) FILTER (WHERE NOT ({EMPTY})) < {MIN_GROUP} ORDER BY 1").column(0).to_pylist()
 
 
 def group_questions(catalog: Catalog, responses: str) -> dict[str, str]:

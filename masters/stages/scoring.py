@@ -2,7 +2,8 @@
 student) over every response, summarised per token into ``token_stats``. A unit is a question
 group with responses not scored yet by that pair (in any encoding this version reads); both
 models are loaded once for the stage (from the process's model cache: the same ones that
-generated)."""
+generated). An empty response (no token: ``queries.EMPTY``) has nothing to score: it is not a
+unit, it is counted ('empty responses'), and the reward stage leaves it out of its group."""
 
 from __future__ import annotations
 
@@ -24,13 +25,18 @@ def todo(catalog: Catalog, scope: IterationScope) -> list[Unit]:
     spec, it = scope.spec, scope.iteration_id
     have = queries.scored_ids(catalog, it)
     groups: dict[str, list[str]] = {}
-    for r in queries.iteration_responses(catalog, it, "response_id, question_id").to_pylist():
+    for r in queries.iteration_responses(catalog, it, "response_id, question_id", non_empty=True).to_pylist():
         sids = [ids.token_stats_id(r["response_id"], scope.teacher_model_id, spec.mask_ratio,
                                    scope.student_model_id, spec.scoring.top_k, e) for e in codec.ENCODINGS]
         if not have.intersection(sids):  # scored in any encoding this version reads: done
             groups.setdefault(r["question_id"], []).append(r["response_id"])
     return [Unit(ids.group_id(it, qid), qid, {"question_id": qid, "response_ids": rids}, weight=len(rids))
             for qid, rids in groups.items()]
+
+
+def left_out(catalog: Catalog, scope: IterationScope) -> dict[str, list[str]]:
+    """The iteration's empty responses (by question), never scored."""
+    return {"empty responses": queries.empty_response_questions(catalog, scope.iteration_id)}
 
 
 def hydrate(catalog: Catalog, scope: IterationScope, units) -> list[Unit]:
@@ -69,4 +75,4 @@ class Scorer:
 
 SCORE = Stage(name="score", reads=(RESPONSES.name, IMAGES.name, TOKEN_STATS.name), writes=(TOKEN_STATS.name,),
               todo=todo, open=Scorer, batch=lambda scope: scope.spec.groups_per_batch, fault="score",
-              hydrate=hydrate)
+              hydrate=hydrate, left_out=left_out)

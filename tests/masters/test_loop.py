@@ -214,6 +214,9 @@ def test_masters_demo_command(tmp_path):
         assert row in out
     assert (tmp_path / "r.html").is_file() and "final student" in out
     assert "'loss':" not in out and "'train_runtime':" not in out  # no trainer metrics dicts on the console
+    for noise in ("select sources", "Flattening", "Generating train split"):  # datasets' bars, silenced
+        assert noise not in out + proc.stderr
+    assert (tmp_path / "demo" / "runs" / "demo-1" / "students" / "iter1" / "trainer_log.jsonl").is_file()
 
 
 @pytest.mark.slow
@@ -223,7 +226,7 @@ def test_loop_trains_under_accelerate_zero3_and_refuses_a_changed_config(tiny_pa
     from masters.run_config import RunConfig
     from schemas.errors import MastersError
 
-    monkeypatch.chdir(ROOT)  # the shipped accelerate config names its DeepSpeed JSON relative to the repo
+    monkeypatch.chdir(tmp_path)  # not the checkout: the shipped configs are found from any directory
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     doc = _config(tiny_pair, iterations=1)
     doc["train"].update(launcher="accelerate", accelerate_config="configs/accelerate/zero3.yaml", num_processes=2,

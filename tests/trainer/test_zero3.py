@@ -25,9 +25,11 @@ def test_grpo_under_zero3_with_two_processes(grpo_snapshot, tmp_path):
                                    "max_steps": 3, "batch_size": 2, "learning_rate": 2e-3,
                                    "logging_steps": 1, "progress": False}))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    # from another directory: the shipped accelerate config names its DeepSpeed JSON relative to
+    # the checkout, and the trainer finds it there
     proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-                           "configs/accelerate/zero3.yaml", "--num_processes", "2", "-m", "trainer", "grpo", str(cfg)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+                           str(ROOT / "configs/accelerate/zero3.yaml"), "--num_processes", "2", "-m", "trainer",
+                           "grpo", str(cfg)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     meta = json.loads((out / "meta.json").read_text())
     assert meta["processes"] == 2 and meta["deepspeed"] is True
@@ -38,3 +40,19 @@ def test_grpo_under_zero3_with_two_processes(grpo_snapshot, tmp_path):
     t, b = trained.state_dict(), base.state_dict()
     assert t.keys() == b.keys() and all(t[k].shape == b[k].shape for k in b)
     assert any(not torch.equal(t[k], b[k]) for k in b)  # trained, not the base copied through
+
+
+def test_the_deepspeed_file_of_an_accelerate_config_is_found_from_any_directory(tmp_path, monkeypatch):
+    from transformers.integrations import HfDeepSpeedConfig
+
+    from schemas.errors import ConfigError
+    from trainer.config import resolve_accelerate_deepspeed_file
+
+    monkeypatch.chdir(tmp_path)
+    named = yaml.safe_load((ROOT / "configs/accelerate/zero3.yaml").read_text())["deepspeed_config"]["deepspeed_config_file"]
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_CONFIG_FILE", named)  # as accelerate launch hands it over
+    resolve_accelerate_deepspeed_file()
+    assert HfDeepSpeedConfig(os.environ["ACCELERATE_DEEPSPEED_CONFIG_FILE"]).is_zero3()
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_CONFIG_FILE", "configs/deepspeed/zero9.json")
+    with pytest.raises(ConfigError, match="zero9.json is not a file"):
+        resolve_accelerate_deepspeed_file()
