@@ -13,6 +13,7 @@ from pathlib import Path
 
 import duckdb
 
+from catalog.sql_guard import FileScope
 from schemas.config import CatalogConfig
 from schemas.errors import CatalogError, CatalogLockedError
 
@@ -128,6 +129,37 @@ def local_catalog_file(uri: str) -> Path | None:
     return Path(rest)
 
 
+def check_local_paths(config: CatalogConfig) -> None:
+    """Refuse a catalog whose metadata file or data path lies under a file (``--catalog notes.txt``):
+    a CatalogError naming it, before anything tries to create folders there."""
+    meta_file = local_catalog_file(config.uri)
+    if meta_file is not None:
+        blocker = _file_in_the_way(meta_file.parent)
+        if blocker is not None:
+            hint = (f" ({blocker.name} is a catalog's metadata file: pass its folder {blocker.parent})"
+                    if blocker.name == "catalog.ducklake" else "")
+            raise CatalogError(
+                f"{blocker} is a file, not a folder{hint}, so the catalog {meta_file} cannot live there: --catalog "
+                "(Catalog.open) must name a catalog folder (holding catalog.ducklake, data/ and snapshots/; "
+                "created when missing) or a ducklake: URI")
+        if meta_file.is_dir():
+            raise CatalogError(f"the catalog's metadata file {meta_file} is a folder: pass the folder that "
+                               "holds catalog.ducklake, or a ducklake: URI naming the metadata file")
+    if "://" not in config.data_path:
+        blocker = _file_in_the_way(Path(config.data_path))
+        if blocker is not None:
+            raise CatalogError(f"the data path {config.data_path} cannot be used: {blocker} is a file, not a "
+                               "folder. Pass a folder with --data-path (or the catalog folder's data/)")
+
+
+def _file_in_the_way(folder: Path) -> Path | None:
+    """The nearest existing ancestor of ``folder`` (itself included) when it is not a folder."""
+    for p in (folder, *folder.parents):
+        if p.exists() or p.is_symlink():
+            return None if p.is_dir() else p
+    return None
+
+
 def _sqlite_wal(path: Path) -> None:
     """Put a SQLite catalog in write-ahead-log mode (a setting the file keeps): readers then never
     block a writer's COMMIT, and writers take turns through ``writer_lock``."""
@@ -153,6 +185,7 @@ def attach(config: CatalogConfig, *, read_only: bool, create: bool) -> duckdb.Du
     if not config.uri.startswith("ducklake:"):
         raise CatalogError(f"catalog URI {config.uri!r} must start with 'ducklake:' "
                            "(e.g. ducklake:/path/catalog.ducklake or ducklake:postgres:dbname=x)")
+    check_local_paths(config)
     meta_file = local_catalog_file(config.uri)
     if meta_file is not None:
         if not meta_file.exists() and not create:
@@ -218,8 +251,35 @@ def check_data_path(con: duckdb.DuckDBPyConnection, config: CatalogConfig) -> No
 
 def lock_down(con: duckdb.DuckDBPyConnection, config: CatalogConfig) -> None:
     """A read-only connection reads the catalog's data files and nothing else of the file system,
-    and its configuration cannot be changed back."""
-    if "://" not in config.data_path:
-        con.execute(f"SET allowed_directories = ['{_sql_str(config.data_path)}']")
+    and its configuration cannot be changed back.
+
+    DuckDB resolves ``..`` and symbolic links before checking a path against
+    ``allowed_directories`` (given here canonical, ending in a separator), but switching external
+    access off also allows the files of every attached database (the DuckLake metadata file and
+    its WAL) and the temporary directory, which cannot be taken back: the SQL path's statement
+    check (``catalog.sql_guard``, with :func:`file_scope`) refuses those."""
+    root = local_data_root(config)
+    if root is not None:
+        con.execute(f"SET allowed_directories = ['{_sql_str(root)}']")
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
+
+
+def local_data_root(config: CatalogConfig) -> str | None:
+    """The canonical local data path, ending in a separator; None for object storage."""
+    if "://" in config.data_path:
+        return None
+    return os.path.join(os.path.realpath(config.data_path), "")
+
+
+def file_scope(con: duckdb.DuckDBPyConnection, config: CatalogConfig) -> FileScope:
+    """What the statements of a locked-down connection may read: the data path, less the files
+    DuckDB allowed on its own (the metadata database's, see :func:`lock_down`)."""
+    allowed = con.execute("SELECT current_setting('allowed_paths')").fetchone()[0] or []
+    forbidden = {os.path.realpath(p) for p in allowed}
+    meta_file = local_catalog_file(config.uri)
+    if meta_file is not None:
+        base = os.path.realpath(meta_file)
+        forbidden |= {base, *(base + s for s in (".wal", ".wal.recovery", ".wal.checkpoint", "-wal", "-shm",
+                                                 "-journal", ".lock"))}
+    return FileScope(local_data_root(config), frozenset(forbidden))

@@ -24,6 +24,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -34,7 +35,7 @@ import pyarrow.parquet as pq
 
 from catalog.conform import conform, iter_tables
 from catalog.data_files import data_file_path, filesystem, partition_values, split_by_partition, write_data_file
-from catalog.engine import ALIAS, METADATA_SCHEMA, attach, local_catalog_file
+from catalog.engine import ALIAS, METADATA_SCHEMA, attach, check_local_paths, file_scope, local_catalog_file
 from catalog.locks import WriterLock, writer_lock
 from catalog.sql_guard import check_read_only, qualified_tables
 from catalog.types import ddl_for, duckdb_type
@@ -77,6 +78,8 @@ class Catalog:
         self._in_commit = False
         self._lock = lock or writer_lock(config)
         self._fs, self._data_root = filesystem(config.data_path)
+        # what the SQL path's statements may read on a locked-down (read-only) connection
+        self._files = file_scope(con, config) if read_only else None
 
     # --- opening -------------------------------------------------------------------------------
 
@@ -85,6 +88,7 @@ class Catalog:
         """Open for reading and writing (one process at a time for a DuckDB-file catalog);
         ``create=False`` refuses a catalog that does not exist yet."""
         config = _as_config(config)
+        check_local_paths(config)  # before the lock file or any folder is made there
         lock = writer_lock(config)
         try:
             with lock.held():  # several workers may create a shared catalog at once
@@ -97,6 +101,9 @@ class Catalog:
 
     @classmethod
     def open_read_only(cls, config: CatalogConfig | str | os.PathLike) -> "Catalog":
+        """Open for reading only, by any number of processes: writes are refused, and the
+        connection is locked down (its SQL reads the catalog and files under its data path only,
+        its configuration cannot be changed)."""
         config = _as_config(config)
         cat = cls(config, attach(config, read_only=True, create=False), read_only=True)
         cat._check_tables()
@@ -243,8 +250,39 @@ class Catalog:
         query = f"SELECT {', '.join(_q(c) for c in cols)} FROM {self.table_ref(name, version)}"
         if where:
             query += f" WHERE {where}"
+            check_read_only(self._con, query, self._files)  # the condition is SQL: checked as sql() checks
         result = self._run(query, params).to_arrow_table()
         return result.cast(schema)
+
+    def read_pl(self, name: str, version: int | None = None, columns: Sequence[str] | None = None,
+                where: str | None = None, params: Sequence[Any] | None = None, *,
+                lazy: bool = False) -> pl.DataFrame | pl.LazyFrame:
+        """:meth:`read` as a polars DataFrame (same rows, columns and types), or with ``lazy=True`` a
+        LazyFrame whose filters and column selections DuckDB runs in the scan when it is collected.
+        A lazy frame is pinned to ``version`` (the current version when None), reads through this
+        catalog's connection (so collect it before :meth:`close`) and, like every read of a
+        read-only catalog, through its lock-down."""
+        if not lazy:
+            return pl.from_arrow(self.read(name, version, columns, where, params))
+        spec = table_spec(name)
+        cols = list(columns) if columns else spec.columns
+        for c in cols:
+            if c not in spec.columns:
+                raise SchemaMismatchError(name, c, "no such column")
+        schema = pl.from_arrow(pa.schema([spec.schema.field(c) for c in cols]).empty_table()).schema
+        version = self.check_version(version)  # pinned: later commits do not change what it reads
+        if not self.table_exists_at(name, version):
+            return pl.LazyFrame(schema=schema)  # the table did not exist yet at that version
+        query = f"SELECT {', '.join(_q(c) for c in cols)} FROM {self.table_ref(name, version)}"
+        if where:
+            query += f" WHERE {where}"
+            check_read_only(self._con, query, self._files)
+        try:
+            # a cursor of its own (same database, same lock-down): polars may collect it on any thread
+            relation = self._con.cursor().sql(query, params=list(params) if params else None)
+        except duckdb.Error as exc:
+            raise MastersError(f"query failed: {exc}") from None
+        return _lazy_frame(relation, schema, f"table '{name}' at version {version}")
 
     def count(self, name: str, version: int | None = None) -> int:
         if version is not None and not self.table_exists_at(name, self.check_version(version)):
@@ -273,7 +311,7 @@ class Catalog:
                 return res.to_arrow_table() if res.description else pa.table({})
             except duckdb.Error as exc:
                 raise MastersError(f"query failed: {exc}") from None
-        check_read_only(self._con, query)
+        check_read_only(self._con, query, self._files)
         if version is not None:
             qualified = qualified_tables(self._con, query, ALIAS)
             if qualified:
@@ -285,6 +323,12 @@ class Catalog:
                 return self._con.execute(query, params or []).to_arrow_table()
             except duckdb.Error as exc:
                 raise MastersError(f"query failed: {exc}") from None
+
+    def sql_pl(self, query: str, version: int | None = None,
+               params: Sequence[Any] | Mapping[str, Any] | None = None) -> pl.DataFrame:
+        """:meth:`sql` (read-only: the statement check, and on a read-only catalog its lock-down)
+        answered as a polars DataFrame. For a lazy frame over a table, see :meth:`read_pl`."""
+        return pl.from_arrow(self.sql(query, version=version, params=params))
 
     @contextmanager
     def _reading_at(self, version: int | None) -> Iterator[None]:
@@ -592,7 +636,42 @@ class CommitBuilder:
 def _as_config(config: CatalogConfig | str | os.PathLike) -> CatalogConfig:
     if isinstance(config, CatalogConfig):
         return config
+    path = Path(config).expanduser()
+    if path.exists() and not path.is_dir():
+        hint = (f" (it is a catalog's metadata file: pass its folder {path.parent})"
+                if path.name == "catalog.ducklake" else "")
+        raise CatalogError(f"the catalog {path} is a file{hint}: it must be a catalog folder (holding catalog.ducklake, "
+                           "data/ and snapshots/; created when missing) or a CatalogConfig with a ducklake: URI")
     return CatalogConfig.for_directory(str(config))
+
+
+def _lazy_frame(relation: duckdb.DuckDBPyRelation, schema: pl.Schema, what: str) -> pl.LazyFrame:
+    """A LazyFrame over a DuckDB relation in ``schema``'s types. DuckDB's own polars source runs
+    the column selections, row limits and filters polars pushes down (``relation.pl(lazy=True)``);
+    this source in front of it turns DuckDB's errors at collect time into CatalogError."""
+    from polars.io.plugins import register_io_source
+
+    inner = relation.pl(lazy=True)
+    have = inner.collect_schema()
+    fix = {c: t for c, t in schema.items() if have.get(c) != t}  # e.g. time zone 'Etc/UTC' -> 'UTC'
+    if fix:
+        inner = inner.cast(fix)
+
+    def source(with_columns, predicate, n_rows, batch_size):
+        frame = inner
+        if with_columns is not None:
+            frame = frame.select(with_columns)
+        if predicate is not None:
+            frame = frame.filter(predicate)  # pushed on into DuckDB's source
+        if n_rows is not None:
+            frame = frame.head(n_rows)
+        try:
+            yield frame.collect()
+        except duckdb.Error as exc:
+            raise CatalogError(f"reading {what} failed: {exc}. A lazy frame reads through its catalog's "
+                               "connection: collect it before closing the catalog.") from None
+
+    return register_io_source(source, schema=schema, is_pure=True)
 
 
 def _fs_path(path: str) -> str:

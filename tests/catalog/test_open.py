@@ -81,3 +81,38 @@ def test_a_catalog_from_before_a_nullable_column_is_upgraded(filled_catalog, cat
             tx.append("responses", new)  # a producer that does not know the column
         assert cat.sql("SELECT behaviour_logprobs IS NULL AS missing FROM responses "
                        "WHERE response_id = 'r-new'").column(0).to_pylist() == [True]
+
+
+def test_a_file_given_as_the_catalog_is_refused_by_name(tmp_path):
+    """A catalog is a folder (or a ducklake: URI): a file in its place is named, and left as it was."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a catalog")
+    for opener in (Catalog.open, Catalog.open_read_only):
+        for given in (notes, str(notes), CatalogConfig.for_directory(str(notes))):
+            with pytest.raises(CatalogError, match=rf"{notes} is a file.*catalog folder.*ducklake: URI"):
+                opener(given)
+    meta = tmp_path / "cat" / "catalog.ducklake"  # the metadata file itself, given as the catalog
+    meta.parent.mkdir()
+    meta.write_bytes(b"")
+    with pytest.raises(CatalogError, match=rf"pass its folder {meta.parent}"):
+        Catalog.open(meta)
+    with pytest.raises(CatalogError, match=rf"pass its folder {meta.parent}"):
+        Catalog.open(CatalogConfig.for_directory(str(meta)))
+    under = CatalogConfig(uri=f"ducklake:sqlite:{notes}/meta.sqlite", data_path=str(tmp_path / "d") + "/",
+                          snapshot_root=str(tmp_path / "s"))  # its writer lock file would go there first
+    with pytest.raises(CatalogError, match=rf"{notes} is a file"):
+        Catalog.open(under)
+    bad_data = CatalogConfig.for_directory(str(tmp_path / "ok")).model_copy(update={"data_path": f"{notes}/data/"})
+    with pytest.raises(CatalogError, match=rf"data path {notes}/data/ cannot be used: {notes} is a file"):
+        Catalog.open(bad_data)
+    assert notes.read_text() == "not a catalog" and sorted(p.name for p in tmp_path.iterdir()) == ["cat", "notes.txt"]
+
+
+@pytest.mark.parametrize("verb", [["questions", "synthetic", "--n", "2"], ["versions"], ["sql", "SELECT 1"]])
+def test_the_cli_names_a_file_given_as_the_catalog(tmp_path, masters_cli, verb):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a catalog")
+    out = masters_cli("--catalog", notes, *verb, timeout=300)
+    assert out.returncode != 0 and "Traceback" not in out.stdout + out.stderr, out.stderr
+    assert f"{notes} is a file" in out.stderr and "catalog folder" in out.stderr
+    assert notes.read_text() == "not a catalog"

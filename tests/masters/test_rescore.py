@@ -3,6 +3,7 @@ missing, reward rows appended under a new config id in one commit, no backend ca
 response file byte-identical."""
 
 import hashlib
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -19,28 +20,13 @@ def digest_tree(folder):
 
 
 @pytest.fixture
-def no_backends(monkeypatch):
-    import gendata.backends as backends
-    import gendata.hf_generate as hf_generate
-    import gendata.scoring as scoring
-
-    def forbidden(*a, **k):
-        raise AssertionError("a generation or scoring backend was called during re-scoring")
-
-    import masters.evaluate as evaluate
-    import masters.stages.generation as generation_stage
-    import masters.stages.scoring as scoring_stage
-
-    # the modules and the names bound from them elsewhere: patched in both, so that a module
-    # first imported under the patch cannot keep the forbidden function after the test
-    for mod, names in ((backends, ["generate_responses", "backend"]), (hf_generate, ["generate", "load_vlm"]),
-                       (scoring, ["score_group", "score_responses"]),
-                       (generation_stage, ["generate_responses", "backend"]), (scoring_stage, ["score_responses"]),
-                       (evaluate, ["generate", "load_vlm"])):
-        for n in names:
-            monkeypatch.setattr(mod, n, forbidden)
-    monkeypatch.setattr(backends.TransformersBackend, "sample", forbidden)
-    monkeypatch.setattr(backends.VLLMBackend, "sample", forbidden)
+def no_backends(filled_catalog):
+    """No backend can run on this catalog: every checkpoint it names (the synthetic models' paths)
+    is missing, so generating or scoring would fail loading its model (load_vlm raises OSError).
+    Nothing is patched: re-scoring must simply never need a model."""
+    cat, _, _ = filled_catalog
+    paths = cat.read("models", columns=["path"]).column("path").to_pylist()
+    assert paths and not any(Path(p).exists() for p in paths)
 
 
 @pytest.fixture
@@ -135,10 +121,11 @@ def test_a_response_scored_twice_is_rewarded_once(filled_catalog, catalog_dir):
     from schemas.config import RewardConfig
 
     cat, tables, config = filled_catalog
+    # a second scoring of every response (another scoring run, say): the same summaries under other
+    # ids, which sort after the first ones
     again = tables["token_stats"].set_column(0, "stats_id", pa.array(
-        ["z" + s[1:] for s in tables["token_stats"].column("stats_id").to_pylist()]))  # another top-k, say
-    cat.append("token_stats", again.set_column(again.schema.get_field_index("top_k"), "top_k",
-                                               pa.array([9] * again.num_rows, pa.int32())), "rescored at k=9")
+        ["z" + s[1:] for s in tables["token_stats"].column("stats_id").to_pylist()]))
+    assert cat.append("token_stats", again, "scored again").added["token_stats"] == again.num_rows
     new = RewardConfig(judge_id=config.judge_id, w_distill=0.25)
     res = rescore(cat, new)
     assert res.added == tables["responses"].num_rows
