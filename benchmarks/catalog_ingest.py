@@ -64,7 +64,7 @@ def make_chunk(start: int, n: int, rng: np.random.Generator, tokens: int) -> tup
         pa.array(["s" * 32] * n), pa.array(["fx16/1"] * n), pa.array(np.zeros(n, np.int32)),
         pa.array(lengths),
         _lists(lengths, -rng.exponential(1.0, total).astype(np.float32), pa.list_(pa.float32())),
-        empty, empty, empty, empty,
+        *[_lists(lengths, rng.integers(-3000, 0, total).astype(np.int16), pa.list_(pa.int16())) for _ in range(4)],
         _lists(np.zeros(n, np.int32), np.zeros(0, np.int32), pa.list_(pa.int32())), empty, now,
     ], schema=FX16_TOKEN_STATS_SCHEMA)
     return responses, stats

@@ -19,10 +19,11 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from catalog.conform import conform
+from catalog.conform import conform, iter_tables
 from schemas.config import CatalogConfig
 from schemas.errors import SchemaMismatchError
 from schemas.tables import TableSpec, table_spec
+from schemas.value_checks import ID_PATTERN, show
 
 FILE_PREFIX = "masters-"
 
@@ -36,7 +37,7 @@ def filesystem(data_path: str) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), root
 
 
-_PARTITION_VALUE = re.compile(r"[0-9A-Za-z_.:-]+")
+_PARTITION_VALUE = re.compile(ID_PATTERN)
 
 
 def data_file_path(root: str, name: str, partition: tuple[str, str] | None = None) -> str:
@@ -55,8 +56,8 @@ def partition_values(spec: TableSpec, table: pa.Table) -> list[str]:
     for v in values:
         if not _PARTITION_VALUE.fullmatch(v):
             row = pc.index(table.column(spec.partition), v).as_py()
-            raise SchemaMismatchError(spec.name, spec.partition,
-                                      f"row {row}: {v!r} is not a content-hash id (letters, digits, '_.:-')")
+            raise SchemaMismatchError(spec.name, spec.partition, f"not a content-hash id: {show(v)}; ids are "
+                                      "content hashes (schemas/ids.py): letters, digits and '_.:-' only", row=row)
     return sorted(values)
 
 
@@ -84,13 +85,15 @@ def write_data_file(fs: pafs.FileSystem, path: str, table: pa.Table, row_group_s
     pq.write_table(table, fs_path, filesystem=fs, row_group_size=row_group_size, **options)
 
 
-def write_table_files(config: CatalogConfig, name: str, data: pa.Table) -> list[str]:
-    """Conform ``data`` to table ``name``'s schema (SchemaMismatchError naming the column when it
-    does not fit) and write it as new data files of that table, one per partition; returns their
-    paths. Needs no connection to the catalog: shard workers call it while one driver process
-    registers."""
+def write_table_files(config: CatalogConfig, name: str, data) -> list[str]:
+    """Conform ``data`` (what ``CommitBuilder.append`` takes: Arrow, polars, pandas, row dicts or
+    an iterable of these) to table ``name``'s schema and check its values (SchemaMismatchError
+    naming the column and row when it does not fit), and write it as new data files of that
+    table, one per partition; returns their paths. Needs no connection to the catalog: shard
+    workers call it while one driver process registers."""
     spec = table_spec(name)
-    table = conform(spec, data)
+    chunks = [conform(spec, chunk) for chunk in iter_tables(data)]
+    table = pa.concat_tables(chunks) if chunks else spec.schema.empty_table()
     fs, root = filesystem(config.data_path)
     paths = []
     for partition, rows in split_by_partition(spec, table):

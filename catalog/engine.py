@@ -115,9 +115,10 @@ _PASSWORD_RE = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORE
 
 
 def redact(uri: str) -> str:
-    """A catalog URI fit for a message or a log line: a PostgreSQL conninfo's password hidden."""
+    """A URI fit for a message or a log line: a conninfo's password, and the password of any
+    ``scheme://user:password@host`` (the user may be empty), hidden."""
     uri = _PASSWORD_RE.sub(r"\1***", uri)
-    return re.sub(r"(postgres(?:ql)?://[^:/@\s]+:)[^@\s]+@", r"\1***@", uri)
+    return re.sub(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@", r"\1***@", uri)
 
 
 def local_catalog_file(uri: str) -> Path | None:
@@ -183,7 +184,7 @@ _LOCK_RE = re.compile(r"Conflicting lock is held in (?P<prog>\S+) \(PID (?P<pid>
 def attach(config: CatalogConfig, *, read_only: bool, create: bool) -> duckdb.DuckDBPyConnection:
     """A fresh in-memory DuckDB with the catalog attached as ``lake`` and in use."""
     if not config.uri.startswith("ducklake:"):
-        raise CatalogError(f"catalog URI {config.uri!r} must start with 'ducklake:' "
+        raise CatalogError(f"catalog URI {redact(config.uri)!r} must start with 'ducklake:' "
                            "(e.g. ducklake:/path/catalog.ducklake or ducklake:postgres:dbname=x)")
     check_local_paths(config)
     meta_file = local_catalog_file(config.uri)

@@ -29,7 +29,7 @@ import yaml
 
 from catalog.conform import conform
 from catalog.engine import redact
-from catalog.snapshots import find_snapshot
+from catalog.snapshots import catalog_kind, find_snapshot
 from catalog.store import Catalog
 from schemas.errors import SnapshotError
 from schemas.snapshot import (DATA_DIR, IMAGE_TYPE, SNAPSHOT_ROW_SCHEMA, Manifest, manifest_sha256, sha256_file,
@@ -45,6 +45,7 @@ QUESTION_EXTRA = [pa.field("image", IMAGE_TYPE), pa.field("image_format", pa.str
                   pa.field("image_width", pa.int32()), pa.field("image_height", pa.int32())]
 TASKS = ["visual-question-answering", "image-text-to-text"]
 TAGS = ["masters-distill", "gen-data", "distillation", "vision-language", "synthetic"]
+UNPUBLISHED_PATH = ""  # the models config's `path`: the folder a checkpoint lies in is not published
 
 
 def questions_schema() -> pa.Schema:
@@ -228,6 +229,9 @@ def export_for_hub(catalog: Catalog, snapshot: str | os.PathLike, out: str | os.
                 table = con.execute(sql, params).to_arrow_table()
                 schema = questions_schema() if config == "questions" else table_spec(config).schema
                 table = table.select(schema.names).cast(schema) if config == "questions" else conform(table_spec(config), table)
+                if config == "models":  # where a checkpoint lies is this machine's business: not published
+                    table = table.set_column(table.schema.get_field_index("path"), schema.field("path"),
+                                             pa.array([UNPUBLISHED_PATH] * table.num_rows, pa.string()))
                 _write(tmp, config, table)
                 counts[config], schemas[config] = table.num_rows, schema
             con.register("_masters_training", training.drop_columns(["image"]))
@@ -246,8 +250,9 @@ def export_for_hub(catalog: Catalog, snapshot: str | os.PathLike, out: str | os.
         counts["training"], schemas["training"] = training.num_rows, SNAPSHOT_ROW_SCHEMA
         meta = {"format": FORMAT, "snapshot": manifest.name, "snapshot_manifest_sha256": digest,
                 "catalog_version": manifest.catalog_version,
-                # the kind of catalog only: a connection string may carry a password
-                "catalog_kind": str(manifest.configs.get("catalog_uri", "")).split(":")[:2],
+                # the kind of catalog only: a connection string may carry a password, a path a user name
+                "catalog_kind": manifest.configs.get("catalog_kind")
+                                or catalog_kind(str(manifest.configs.get("catalog_uri", ""))),
                 "reward_config": _plain(manifest.configs.get("reward_config", {})),
                 "filters": manifest.configs.get("filters", {}), "with_token_stats": with_token_stats,
                 "row_counts": counts, "judges": judges,

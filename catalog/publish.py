@@ -6,6 +6,8 @@ published one back.
 - ``revision``: publish to a branch (created from main if needed) instead of replacing main.
 - The token comes from the argument, ``HF_TOKEN`` or the user's `hf auth login`; it is never
   written anywhere and is scrubbed from every error message.
+- Only the files the export wrote (``masters.yaml`` lists them) are uploaded: anything else
+  put in the folder stays on this machine.
 - The Hub applies a commit whole or not at all: a failed upload leaves the repository as it was
   (or, when the connection dropped after the Hub applied it, fully published); running the same
   command again finishes the job or finds it done."""
@@ -101,7 +103,8 @@ def publish_folder(folder: str | os.PathLike, repo_id: str, *, token: str | None
         info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type=REPO_TYPE, revision=branch,
                                  commit_message=message,
                                  commit_description=f"snapshot manifest sha256 {meta['snapshot_manifest_sha256']}",
-                                 delete_patterns=["data/**", "README.md", META_NAME])
+                                 delete_patterns=["data/**", "README.md", META_NAME],
+                                 allow_patterns=[*meta["files"], META_NAME])  # what the export wrote, nothing else
     except PublishError:
         raise
     except Exception as exc:  # noqa: BLE001 - every failure becomes a scrubbed, explained error

@@ -18,7 +18,6 @@ from typing import Any
 import pyarrow as pa
 
 from catalog.card import TAGS, render_card
-from catalog.engine import redact
 from catalog.store import Catalog
 from schemas.errors import SnapshotError, SnapshotExistsError, UnknownSnapshotError
 from schemas.ids import content_id
@@ -37,6 +36,18 @@ class SnapshotInfo:
     num_rows: int
     manifest_sha256: str
     created: bool  # False when an identical snapshot already existed
+
+
+_KINDS = ("sqlite", "postgres", "mysql", "duckdb")
+
+
+def catalog_kind(uri: str) -> str:
+    """The kind of catalog a URI names, fit to publish: 'ducklake' (a DuckDB file),
+    'ducklake:sqlite', 'ducklake:postgres', ... - never its path, host, user or password."""
+    parts = uri.split(":")
+    if parts[0] != "ducklake":
+        return parts[0] if re.fullmatch(r"[a-z][a-z0-9+.-]*", parts[0]) else "unknown"
+    return f"ducklake:{parts[1]}" if len(parts) > 2 and parts[1] in _KINDS else "ducklake"
 
 
 def snapshot_root(catalog: Catalog, root: str | os.PathLike | None = None) -> Path:
@@ -145,7 +156,7 @@ def create_snapshot(catalog: Catalog, name: str, reward_config_id: str, *,
                 num_rows=total, stats=stats, created_at=datetime.now(timezone.utc).isoformat()))
             writer.finish(name=name, catalog_version=version, reward_config_id=reward_config_id,
                           configs={"reward_config": config_row, "filters": filters,
-                                   "catalog_uri": redact(catalog.config.uri)})  # never a password
+                                   "catalog_kind": catalog_kind(catalog.config.uri)})  # no path, host or password
     except OSError as exc:
         if not final.exists():
             raise SnapshotError(f"cannot write the snapshot to {final}: {exc}") from None

@@ -155,7 +155,9 @@ def hf_questions(source: str | os.PathLike, mapping: ColumnMapping | None = None
                  skip_bad: bool = False, limit: int | None = None) -> QuestionSet:
     """Read ``source`` into a question set (rows with ids, images stored once)."""
     mapping = mapping or ColumnMapping()
-    name = source_name or str(source)
+    # a local dataset is named by its folder or file, never by where it lies on this machine
+    # (the name is published with every question and hashed into its id)
+    name = source_name or (Path(source).expanduser().name if Path(source).expanduser().exists() else str(source))
     ds = load_any(source, split)
     wanted = [c for c in (mapping.image, mapping.question, mapping.answer, mapping.choices, mapping.qtype) if c]
     absent = [c for c in wanted if c not in ds.column_names]

@@ -128,11 +128,12 @@ def load_ladder_data(spec: LadderQuestions, *, train: int, validation: int, test
 
 def _catalog_splits(spec: LadderQuestions, catalog: CatalogConfig | None) -> tuple[QuestionSet, QuestionSet, str]:
     from catalog import Catalog
+    from catalog.engine import redact
 
     config = CatalogConfig.for_directory(spec.path) if spec.path else catalog
     if config is None:
         raise ConfigError("ladder questions: source catalog needs path (an embedded catalog's folder) or --catalog")
-    uri = config.uri
+    uri = redact(config.uri)
     out = []
     with Catalog.open_read_only(config) as cat:
         for split in (spec.train_split, spec.test_split):

@@ -7,7 +7,7 @@ already present is a no-op. Nothing is ever updated in place.
 The per-response tables are partitioned by ``iteration_id``, which is part of what every one of
 their ids hashes (directly, or through the response id): a row can only collide with rows of its
 own iteration, so a commit checks its ids within that partition and its cost does not grow with
-the catalog's history (README, "Commits and concurrent writers").
+the catalog's history (docs/architecture.md, "Versions, commits, idempotent appends, time travel").
 """
 
 from __future__ import annotations

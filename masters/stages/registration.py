@@ -56,7 +56,7 @@ def model_row(folder: Path, role: str, name: str | None = None, parent_model_id:
 def todo(catalog: Catalog, scope: IterationScope) -> list[Unit]:
     spec = scope.spec
     before = queries.iteration_config_hash(catalog, scope.iteration_id)
-    if before is not None and before != spec.config_hash():
+    if before is not None and not spec.same_config(before):
         raise MastersError(f"iteration {spec.iteration} of run {spec.run_id!r} is already in the catalog, made "
                            "with another configuration (teacher, student, mask ratio, sampling, seeds...); "
                            "resuming it would mix the two: use a new run_id")

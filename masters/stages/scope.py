@@ -42,14 +42,58 @@ class IterationSpec(StrictModel):
 
     def config_hash(self) -> str:
         """What makes the iteration's rows: batch sizes, engine settings and device placement do
-        not; a dtype set explicitly does (bf16 and fp32 sample differently)."""
+        not; a dtype set explicitly does (bf16 and fp32 sample differently). The teacher and the
+        student count by what they are (``model_identity``: the hash of their weights), not by
+        where they lie: the same run from another folder or machine has the same hash."""
+        return self._config_hash(model_identity)
+
+    def legacy_config_hash(self) -> str:
+        """The hash iterations recorded before ``config_hash`` counted models by content: the
+        checkpoint folders' paths as given (so that a catalog written then can still be resumed)."""
+        return self._config_hash(str)
+
+    def same_config(self, recorded: str) -> bool:
+        """Whether an iteration row's ``config_hash`` is this configuration's (either form)."""
+        return recorded in (self.config_hash(), self.legacy_config_hash())
+
+    def _config_hash(self, identity) -> str:
         spec = self.model_dump(mode="json", exclude={"questions_per_batch", "groups_per_batch", "vllm",
                                                      "teacher_placement", "student_placement"})
         for side in ("teacher", "student"):
+            spec[side] = identity(spec[side])
             dtype = getattr(self, f"{side}_placement").dtype
             if dtype is not None:
                 spec[f"{side}_dtype"] = dtype
         return ids.content_id("iteration-config", spec=spec)
+
+
+_CHECKPOINT_IDS: dict[tuple, str] = {}
+
+
+def checkpoint_id(folder: str | Path) -> str:
+    """``schemas.ids.checkpoint_id`` (the hash of a checkpoint's weight files), cached per folder
+    while its files keep their sizes and times: hashing the weights reads them whole."""
+    folder = Path(folder)
+    files = tuple(sorted((p.name, st.st_size, st.st_mtime_ns) for p in folder.iterdir() if p.is_file()
+                         for st in [p.stat()])) if folder.is_dir() else ()
+    key = (str(folder.resolve()), files)
+    if key not in _CHECKPOINT_IDS:
+        _CHECKPOINT_IDS[key] = ids.checkpoint_id(folder)
+    return _CHECKPOINT_IDS[key]
+
+
+def model_identity(model: str) -> str:
+    """What a checkpoint is, wherever it lies: its ``checkpoint_id`` (the models table's
+    ``model_id``) for a folder with weights; the hash of its config.json for a folder without
+    (a stub); the name as given otherwise (a Hub id)."""
+    folder = Path(model)
+    if not folder.is_dir():
+        return model
+    try:
+        return checkpoint_id(folder)
+    except FileNotFoundError:  # no weight files
+        config = folder / "config.json"
+        return ids.content_id("checkpoint-config", config=config.read_text() if config.is_file() else "")
 
 
 @dataclass(frozen=True)
@@ -87,7 +131,7 @@ class IterationScope:
     @classmethod
     def build(cls, spec: IterationSpec, judge: Any, reward: RewardConfig,
               mask_spec: MaskSpec | None = None, mask_ratios: tuple[float, ...] = ()) -> "IterationScope":
-        return cls(spec, judge, reward, ids.checkpoint_id(Path(spec.teacher)), ids.checkpoint_id(Path(spec.student)),
+        return cls(spec, judge, reward, checkpoint_id(spec.teacher), checkpoint_id(spec.student),
                    mask_spec, tuple(mask_ratios))
 
     @property

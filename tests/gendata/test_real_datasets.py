@@ -322,3 +322,14 @@ def test_held_out_accuracy_counts_any_accepted_answer(tmp_path, tiny_pair, with_
     result = evaluate(student, QuestionSet(first_only, both.images), model_and_processor=model,
                       max_new_tokens=4, judge=judge)
     assert result.accuracy == 0.0 and result.n == len(said)
+
+
+def test_a_local_dataset_is_named_by_its_folder_not_its_path(tmp_path):
+    """Without --name, a local dataset's questions carry its folder's name (published with every
+    question and hashed into its id), never where it lies on this machine."""
+    folder = chartqa_like(tmp_path / "where" / "it" / "lies" / "chartqa", "save_to_disk")
+    qs = hf_questions(folder, CHARTQA)
+    assert set(qs.questions.column("source").to_pylist()) == {"chartqa"}
+    moved = tmp_path / "elsewhere" / "chartqa"
+    folder.rename(moved.parent.mkdir(parents=True) or moved)
+    assert hf_questions(moved, CHARTQA).questions.column("question_id") == qs.questions.column("question_id")

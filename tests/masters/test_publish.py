@@ -141,3 +141,31 @@ def test_publish_errors_are_clear_and_leave_nothing_half_done(hub, published_cat
     assert hub.files("alice/gd") == {}  # the repo exists but holds nothing half-published
     retry = masters(hub, tmp_path, *args, "alice/gd")
     assert retry.returncode == 0 and "masters.yaml" in hub.files("alice/gd")
+
+
+def test_only_the_files_the_export_wrote_are_published_and_none_holds_a_local_path(hub, published_catalog, tmp_path):
+    """A file left in the export folder (notes naming the catalog's folder, say) stays on this
+    machine; what the Hub receives names no folder of it."""
+    from catalog.hub_export import read_meta
+
+    catalog, _, _ = published_catalog
+    out = tmp_path / "export"
+    _local_export(catalog, "gd1", out, with_token_stats=True)
+    (out / "notes.txt").write_text(f"the catalog lives in {catalog}")
+    (out / "data" / "scratch").mkdir()
+    (out / "data" / "scratch" / "mine.txt").write_text(str(tmp_path))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_DISABLE_XET": "1", "HF_HUB_OFFLINE": "0",
+           "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HOME": str(tmp_path / "hf-home"), "HF_TOKEN": ALICE}
+    code = "import sys; from catalog.publish import publish_folder; publish_folder(sys.argv[1], sys.argv[2], endpoint=sys.argv[3])"
+    proc = subprocess.run([sys.executable, "-c", code, str(out), "alice/only", hub.url], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    received = hub.files("alice/only")
+    assert set(received) == set(read_meta(out)["files"]) | {"masters.yaml"}
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for name, data in received.items():  # every value, Parquet cells decoded
+        texts = [data.decode("utf-8", "replace")] if not name.endswith(".parquet") else [
+            str(v) for row in pq.read_table(pa.BufferReader(data)).to_pylist() for v in row.values()]
+        assert not any(str(tmp_path) in t for t in texts), name

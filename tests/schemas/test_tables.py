@@ -47,3 +47,27 @@ def test_embedded_catalog_layout(tmp_path):
     assert cfg.uri == f"ducklake:{tmp_path}/catalog.ducklake"
     assert cfg.data_path == f"{tmp_path}/data/"
     assert cfg.snapshot_root == f"{tmp_path}/snapshots"
+
+
+def test_every_value_rule_names_a_column_and_every_number_must_be_finite():
+    """schemas/value_checks.py: each declared rule is about a column of its table, every float
+    (column, list element or struct field) of every table is checked finite, and each enum's
+    values are the ones its column's documentation names."""
+    from schemas.value_checks import DECLARED, Finite, OneOf, rules
+
+    for name, declared in DECLARED.items():
+        for rule in declared:
+            assert rule.column in table_spec(name).schema.names, (name, rule)
+    floating = pa.types.is_floating
+    for spec in ALL_TABLES:
+        numbers = {f.name for f in spec.schema if floating(f.type)
+                   or (pa.types.is_list(f.type) and floating(f.type.value_type))
+                   or (pa.types.is_struct(f.type) and any(floating(c.type) for c in f.type))}
+        assert {r.column for r in rules(spec) if isinstance(r, Finite)} == numbers, spec.name
+    assert {"reward", "advantage", "behaviour_logprobs", "sampling", "student_logprobs", "score", "latency_s"} <= {
+        r.column for spec in ALL_TABLES for r in rules(spec) if isinstance(r, Finite)}
+    for name, declared in DECLARED.items():
+        for rule in declared:
+            if isinstance(rule, OneOf) and not callable(rule.values):
+                doc = field_doc(table_spec(name).schema.field(rule.column))
+                assert all(v in doc for v in rule.values), (name, rule.column, doc)
