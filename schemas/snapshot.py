@@ -4,7 +4,7 @@ snapshot folder verifiable. The trainer imports this module and nothing else of 
 A snapshot folder holds::
 
     README.md                          dataset card (YAML `configs` + `dataset_info`)
-    data/train-00000-of-0000N.parquet  rows in SNAPSHOT_ROW_SCHEMA
+    data/train-<uid>-NNNNN-of-MMMMM.parquet  rows in SNAPSHOT_ROW_SCHEMA (<uid>: 12 hex digits per snapshot)
     manifest.json                      written last: catalog version, configs, row counts, sha256s
 
 A folder without manifest.json is incomplete (its writer died) and is refused.

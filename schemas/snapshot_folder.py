@@ -87,7 +87,7 @@ class SnapshotFolderWriter:
 
     def write_rows(self, batches: Iterable[pa.RecordBatch | pa.Table], schema: pa.Schema,
                    total: int, rows_per_file: int = 50_000, progress: bool = False) -> None:
-        """Write exactly ``total`` rows as data/train-NNNNN-of-MMMMM.parquet shards."""
+        """Write exactly ``total`` rows as data/train-<uid>-NNNNN-of-MMMMM.parquet shards."""
         n_files = max(1, math.ceil(total / rows_per_file))
         schema = schema.with_metadata(
             {**(schema.metadata or {}),

@@ -236,7 +236,7 @@ SNAPSHOTS = TableSpec("snapshots", "snapshot_id", pa.schema([
 ]), "Snapshots cut from the catalog (lineage: model <- snapshot <- catalog version).")
 
 EVALUATIONS = TableSpec("evaluations", "evaluation_id", pa.schema([
-    col("evaluation_id", pa.string(), "hash of model, split, judge, question set and decoding"),
+    col("evaluation_id", pa.string(), "hash of model, split, judge, question set and decoding, run and iteration"),
     col("model_id", pa.string(), "the checkpoint evaluated"),
     col("split", pa.string(), "question split, e.g. 'test'"),
     col("judge_id", pa.string(), "the judge that marked the answers"),

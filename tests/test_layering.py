@@ -1,5 +1,6 @@
 """The layers of docs/architecture.md ("Layers"; the README's "Layout" table repeats them),
-checked on the real import graph (every import statement, at any depth, resolved to the top-level package it names, relative imports included)."""
+checked on the real import graph (every import statement, at any depth, resolved to the
+top-level package it names, relative imports included)."""
 
 import ast
 from pathlib import Path
