@@ -118,7 +118,7 @@ def redact(uri: str) -> str:
     """A URI fit for a message or a log line: a conninfo's password, and the password of any
     ``scheme://user:password@host`` (the user may be empty), hidden."""
     uri = _PASSWORD_RE.sub(r"\1***", uri)
-    return re.sub(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@", r"\1***@", uri)
+    return re.sub(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^/\s]+@", r"\1***@", uri)
 
 
 def local_catalog_file(uri: str) -> Path | None:

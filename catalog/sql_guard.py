@@ -44,10 +44,12 @@ REFUSED_FUNCTIONS = {
 # table functions that read no file: their arguments are not paths (ducklake_scan reads a Parquet file)
 NO_FILE_FUNCTIONS = (READ_DUCKLAKE_FUNCTIONS - {"ducklake_scan"}) | {
     "range", "generate_series", "unnest", "repeat", "repeat_row", "json_each", "json_tree",
-    "test_all_types", "test_vector_types", "histogram", "histogram_values", "icu_calendar_names",
+    "test_all_types", "test_vector_types", "icu_calendar_names",
     "pg_timezone_names", "which_secret",
 }
 TABLE_NAME_FUNCTIONS = {"query_table"}  # their strings are table names, files when they look like ones
+# table macros that run query_table() on their first argument; the others are column names
+FIRST_ARGUMENT_TABLE_FUNCTIONS = {"histogram", "histogram_values"}
 NO_FILE_PREFIXES = ("duckdb_", "pragma_")  # metadata of this database; pragma_* name tables, not files
 # names that are not a DuckLake catalog: a function qualified by anything else is the catalog's
 # own (``lake.snapshots()`` is ``ducklake_snapshots('lake')``)
@@ -168,11 +170,15 @@ def _check_files(i: int, doc: dict, files: FileScope) -> None:
             name = _function_name(fn)
             if name in NO_FILE_FUNCTIONS or name.startswith(NO_FILE_PREFIXES):
                 continue
-            for arg in fn.get("children") or []:
+            args = fn.get("children") or []
+            if name in FIRST_ARGUMENT_TABLE_FUNCTIONS:
+                args = args[:1]
+            for arg in args:
                 if _is_named_parameter(arg):
                     continue
                 for path in _literal_paths(i, name, arg, files):
-                    if name in TABLE_NAME_FUNCTIONS and not _looks_like_file(path.split(".")):
+                    if (name in TABLE_NAME_FUNCTIONS or name in FIRST_ARGUMENT_TABLE_FUNCTIONS) \
+                            and not _looks_like_file(path.split(".")):
                         continue  # a table's name
                     _check_path(i, f"{name}()", path, files)
         elif kind in ("BASE_TABLE", "SHOW_REF"):

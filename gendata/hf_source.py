@@ -51,7 +51,11 @@ def load_any(source: str | os.PathLike, split: str = "train") -> datasets.Datase
     path = Path(source)
     if not path.exists() and _looks_local(str(source)):
         raise InputError(f"{source} does not exist: {EXPECTED}")
-    if path.is_dir() and not any(path.iterdir()):
+    try:
+        empty = path.is_dir() and not any(path.iterdir())
+    except OSError as exc:
+        raise InputError(f"{source}: cannot be read ({exc.strerror}); {EXPECTED}") from None
+    if empty:
         raise InputError(f"{source}: the folder is empty; {EXPECTED}")
     try:
         if path.is_dir() and ((path / "state.json").exists() or (path / "dataset_dict.json").exists()):
@@ -157,7 +161,8 @@ def hf_questions(source: str | os.PathLike, mapping: ColumnMapping | None = None
     mapping = mapping or ColumnMapping()
     # a local dataset is named by its folder or file, never by where it lies on this machine
     # (the name is published with every question and hashed into its id)
-    name = source_name or (Path(source).expanduser().name if Path(source).expanduser().exists() else str(source))
+    name = source_name or (Path(source).expanduser().resolve().name if Path(source).expanduser().exists()
+                           else str(source))
     ds = load_any(source, split)
     wanted = [c for c in (mapping.image, mapping.question, mapping.answer, mapping.choices, mapping.qtype) if c]
     absent = [c for c in wanted if c not in ds.column_names]

@@ -244,7 +244,10 @@ def _mapping(value: Optional[str], what: str) -> dict:
 
     if not value:
         return {}
-    text = Path(value).read_text() if Path(value).is_file() else value
+    try:
+        text = Path(value).read_text() if Path(value).is_file() else value
+    except OSError:  # a long inline document is not a path
+        text = value
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -305,7 +308,8 @@ def rescore(
         res = do_rescore(cat, config, iteration=iteration)
         typer.echo(f"judged {jr.judged} missing verdicts; reward config {config.id}: {res.added} reward "
                    f"rows added, {res.skipped} already present (version {res.version}); "
-                   f"{res.unrewarded} responses get none (unparseable verdict, or group not complete yet)")
+                   f"{res.unrewarded} responses get none (unparseable verdict, empty response, a group "
+                   "with fewer than two usable members, or a group not complete yet)")
         if snapshot_name:
             info = create_snapshot(cat, snapshot_name, config.id, iteration=iteration, progress=False)
             typer.echo(f"snapshot {info.name}: {info.path} ({info.num_rows} rows)")
@@ -505,7 +509,7 @@ def worker(
     Several workers at once need a catalog several processes may write (ducklake:sqlite:,
     ducklake:postgres:); `masters run` with the same config then finds the stages done and goes on."""
     from catalog import Catalog
-    from masters.loop import ensure_questions
+    from masters.loop import _counted, ensure_questions
     from masters.plan import RunPlan
     from masters.production import InlineLauncher
     from masters.stages import Shard, stage, stage_scope
@@ -530,7 +534,7 @@ def worker(
             for s in stages:
                 res = launcher.run(s, cat, stage_scope(s, scope))
                 added = ", ".join(f"+{n} {t}" for t, n in res.added.items() if n) or "nothing new"
-                added += "".join(f", {n} {what}" for what, n in res.left_out.items() if n)
+                added += "".join(f", {_counted(n, what)}" for what, n in res.left_out.items() if n)
                 typer.echo(f"{s.name} it{iteration} shard {sh}: {res.units} units, {added}, "
                            f"{len(res.versions)} commits ({res.seconds:.1f} s)")
         finally:

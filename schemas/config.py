@@ -54,9 +54,6 @@ def _known_divergence(name: str) -> str:
 
 
 DivergenceName = Annotated[str, AfterValidator(_known_divergence)]  # a name in schemas.divergences.DIVERGENCES
-# the divergences scoring stores per token (schemas.token_codec.DIVERGENCES), each registered in
-# schemas.divergences.DIVERGENCES; a config accepts every registered name (DivergenceName)
-Divergence = Literal["jsd", "kl_forward", "kl_reverse"]
 
 
 class RewardWeights(StrictModel):

@@ -180,6 +180,7 @@ def test_the_same_run_from_another_folder_has_the_same_config_hash(tmp_path):
     ("ducklake:postgres:dbname=lake password='s3 cr3t' host=h", "s3 cr3t"),
     ("postgresql://user:s3cr3t@db.example/lake", "s3cr3t"),
     ("postgres://:s3cr3t@db.example/lake", "s3cr3t"),
+    ("postgresql://user:p@ss@db.example/lake", "p@ss"),
     ("s3://AKIAKEY:s3cr3t@bucket/data/", "s3cr3t"),
 ])
 def test_credentials_in_a_uri_never_reach_a_message(uri, secret):

@@ -109,13 +109,14 @@ def _metadata_reads(catalog_dir):
         "as a Parquet file": f"SELECT * FROM ducklake_scan('{data}/../catalog.ducklake')",
         "as a table's name": f"SELECT * FROM query_table('{data}/up/catalog.ducklake')",
         "its WAL": f"SELECT content FROM read_blob('{meta}.wal')",
+        "histogrammed": f"SELECT * FROM histogram('{data}/up/catalog.ducklake', content)",
     }
 
 
 @pytest.mark.parametrize("how", ["dot-dot", "dot-dot deeper", "direct", "as text", "computed", "list",
                                  "file URI", "link to the file", "link to the folder", "glob over a link",
                                  "in a subquery", "sniffed", "as a table", "explained", "in a CTE",
-                                 "as a Parquet file", "as a table's name", "its WAL"])
+                                 "as a Parquet file", "as a table's name", "its WAL", "histogrammed"])
 def test_the_metadata_file_is_not_readable_on_the_read_only_path(filled_catalog, catalog_dir, how):
     cat, _, _ = filled_catalog
     cat.close()

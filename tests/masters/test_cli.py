@@ -132,3 +132,14 @@ def test_eval_prints_accuracy_overall_and_per_type(tiny_pair, tmp_path):
     assert len(types) == 6 and all(0 <= float(t.split()[-1]) <= 1 for t in types)  # six question types
     missing = run("eval", str(student), "--split", "validation")
     assert missing.returncode == 2 and "no 'validation' questions" in missing.stderr
+
+
+def test_a_long_inline_judge_config_is_read_as_text_not_as_a_path(filled_catalog, catalog_dir):
+    """An inline document longer than a file name may be is not looked up as a file (that raised
+    OSError: file name too long)."""
+    cat, tables, _ = filled_catalog
+    cat.close()
+    inline = '{"tolerance": 0.05' + " " * 400 + "}"
+    out = invoke(catalog_dir, "judge", "--judge", "numeric", "--judge-config", inline)
+    assert out.exit_code == 0, out.output
+    assert f"{tables['responses'].num_rows} judged" in out.output
