@@ -122,7 +122,7 @@ RESPONSES = TableSpec("responses", "response_id", pa.schema([
     col("prompt", pa.string(), "the user prompt text (question and options) the model saw"),
     col("token_ids", pa.list_(pa.int32()), "generated token ids (completion only)"),
     col("text", pa.string(), "decoded completion text"),
-    col("finish_reason", pa.string(), "stop / length"),
+    col("finish_reason", pa.string(), "stop / length / abort (vLLM: a request the engine stopped)"),
     col("num_tokens", pa.int32(), "len(token_ids); 0 marks an empty response (the engine emitted no token, e.g. an "
         "immediate EOS): it is never scored nor rewarded, its group is rewarded over its other members, and both "
         "are counted (stage results, the iteration's line, the report)"),
