@@ -268,12 +268,10 @@ class OneOf:
 
 
 def divergence_names() -> tuple[str, ...]:
-    """The divergences a reward config may name: those registered (schemas.divergences), or the
-    ones scoring stores where this version has no registry."""
-    try:
-        from schemas.divergences import DIVERGENCES
-    except ImportError:
-        return tuple(codec.DIVERGENCES)
+    """The divergences a reward config may name: those registered (schemas.divergences), read
+    when a row is checked so that one registered later counts."""
+    from schemas.divergences import DIVERGENCES
+
     return tuple(DIVERGENCES)
 
 
